@@ -1,0 +1,197 @@
+"""The ``patterns`` command line (Typer).
+
+``run`` processes files to completion; ``worker`` serves one role's queues; ``stats`` counts rows;
+``db upgrade`` migrates. Each command builds the settings once and passes them down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="pattern-pipeline: developer activity in, patterns out.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True)
+
+
+def _configure_logging(json_logs: bool, level: str = "WARNING") -> None:
+    """structlog to stderr: key-value for people, JSON for machines. Quiet third parties."""
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level), format="%(message)s")
+    for noisy in ("vllm", "transformers", "sentence_transformers", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    # Models are never fetched from a hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return settings
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="JSONL or JSONL.gz files.", exists=True)],
+    limit: Annotated[int | None, typer.Option(help="Read at most N records.", min=1)] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="End stdout with one JSON summary line.")
+    ] = False,
+) -> None:
+    """Ingest PATHS, extract patterns and relationships, embed them, and print a summary.
+
+    With REDIS_URL set, work goes through Redis to `patterns worker` processes and this command
+    waits for them; without it, the same tasks run in this process.
+    """
+    settings = _settings()
+    _configure_logging(json_logs=json_out)
+    from pipeline.db.engine import Database
+    from pipeline.dispatch import CeleryDispatcher
+    from pipeline.runner import run as run_job
+    from workers import resources
+
+    db = Database.connect(settings)
+    resources.install(database=db)
+    dispatcher = CeleryDispatcher()
+
+    def warm_up() -> None:
+        resources.engine()
+        resources.embedder()
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        try:
+            summary = run_job(
+                paths,
+                db=db,
+                dispatcher=dispatcher,
+                settings=settings,
+                limit=limit,
+                progress=progress,
+                warm_up=warm_up if dispatcher.eager else None,
+            )
+        finally:
+            resources.close()
+    _print_summary(summary)
+    if json_out:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="patterns run", show_header=False)
+    for key in (
+        "mode", "interactions", "extracted", "failed", "skipped", "patterns", "embedded",
+        "relationships", "validations", "llm_calls", "tokens_out", "cost_usd", "seconds",
+        "model_load_seconds", "processing_seconds", "interactions_per_s", "output_tokens_per_s",
+        "skipped_deliveries", "malformed",
+    ):  # fmt: skip
+        table.add_row(key, str(summary.get(key)))
+    err.print(table)
+
+
+@app.command()
+def stats(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Row counts of every table, interactions by status and LLM calls by provider."""
+    settings = _settings()
+    _configure_logging(json_logs=json_out)
+    from pipeline.db.engine import Database
+    from pipeline.stats import table_counts
+
+    db = Database.connect(settings)
+    try:
+        with db.session() as session:
+            counts = table_counts(session)
+    finally:
+        db.dispose()
+    if json_out:
+        typer.echo(json.dumps(counts, sort_keys=True))
+        return
+    table = Table(title="patterns stats", show_header=False)
+    for key, value in counts.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def worker(
+    role: Annotated[str, typer.Option(help="extract | embed | claude | errorfix | all")] = "all",
+    concurrency: Annotated[int, typer.Option(min=1)] = 1,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Start a Celery worker for ROLE's queues (needs REDIS_URL)."""
+    settings = _settings()
+    _configure_logging(json_logs=True, level="INFO")
+    if not settings.redis_url:
+        err.print("[red]REDIS_URL is not set: a worker needs a broker.[/red]")
+        raise typer.Exit(2)
+    from workers.worker import run_worker
+
+    try:
+        run_worker(role, concurrency=concurrency, loglevel=loglevel)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Migrate the database to REVISION (default: the newest)."""
+    settings = _settings()
+    _configure_logging(json_logs=False)
+    from pipeline.db.engine import resolve_url, upgrade
+
+    upgrade(resolve_url(settings), revision)
+    err.print(f"database at {revision}")
+
+
+def main() -> None:
+    """Console-script entry point (``patterns``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

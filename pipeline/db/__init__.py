@@ -1,0 +1,1 @@
+"""Database access: engine and sessions (:mod:`.engine`), the model (:mod:`.models`)."""

@@ -1,0 +1,475 @@
+"""Ingest: GitHub deliveries and plain interaction objects become ``interactions`` rows.
+
+Normalising is pure (:func:`normalize_delivery`, :func:`normalize_interaction`,
+:func:`parse_record`); storing (:func:`store`) is idempotent on the delivery id / idempotency key,
+so the same input ingested twice leaves the rows it left once.
+
+A delivery line looks like ``{"event": "pull_request", "delivery": "<uuid>", "payload": {...},
+"files": [...]}`` (``files`` optional, as in ``../shared/data/github/``). An interaction object
+looks like ``{"project": "owner/repo", "content": "...", "kind": "conversation",
+"idempotency_key": "...", "author": "...", "metadata": {...}}`` (only ``project`` and ``content``
+required).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from pipeline.db.models import (
+    Interaction,
+    InteractionStatus,
+    Project,
+    ProjectMember,
+    WebhookDelivery,
+)
+from pipeline.errors import MalformedInputError
+
+#: Actions whose content is worth learning from, per event. Others are acknowledged and skipped.
+PROCESSED_ACTIONS: dict[str, frozenset[str]] = {
+    "pull_request": frozenset({"opened", "edited", "reopened", "closed", "ready_for_review"}),
+    "issues": frozenset({"opened", "edited", "reopened", "closed"}),
+    "issue_comment": frozenset({"created", "edited"}),
+}
+
+MAX_FILES_LISTED = 30
+
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_TRAILER = re.compile(
+    r"^\s*(signed-off-by|co-authored-by|reviewed-by|acked-by|tested-by):.*$", re.I | re.M
+)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class NormalizedInteraction:
+    """An interaction ready to store. ``idempotency_key`` decides whether it is new."""
+
+    project: str
+    source: str
+    kind: str
+    content: str
+    idempotency_key: str
+    github_repo_id: int | None = None
+    external_id: str | None = None
+    author: str | None = None
+    occurred_at: dt.datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    delivery_id: str | None = None
+    event: str | None = None
+    action: str | None = None
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 hex of the content."""
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SkippedDelivery:
+    """A delivery that was understood but carries nothing to extract (``ping``, ``labeled``...)."""
+
+    delivery_id: str
+    event: str
+    action: str | None
+    reason: str
+    project: str | None = None
+    github_repo_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MalformedRecord:
+    """An input line that could not be understood; ``where`` is ``file:line``."""
+
+    where: str
+    reason: str
+
+
+Normalized = NormalizedInteraction | SkippedDelivery
+
+
+def clean_text(body: str | None) -> str:
+    """Strip what a model should not read from a GitHub body.
+
+    Removes HTML comments (pull-request templates hide instructions in them), commit trailers
+    (``Signed-off-by:``, ``Co-authored-by:``...), carriage returns and runs of blank lines.
+    """
+    if not body:
+        return ""
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    body = _HTML_COMMENT.sub("", body)
+    body = _TRAILER.sub("", body)
+    return _BLANK_RUNS.sub("\n\n", body).strip()
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _repository(payload: dict[str, Any]) -> tuple[str, int | None]:
+    repo = payload.get("repository")
+    if not isinstance(repo, dict) or not isinstance(repo.get("full_name"), str):
+        raise MalformedInputError("payload has no repository.full_name")
+    repo_id = repo.get("id")
+    return repo["full_name"], repo_id if isinstance(repo_id, int) else None
+
+
+def _login(obj: Any) -> str | None:
+    if isinstance(obj, dict) and isinstance(obj.get("user"), dict):
+        login = obj["user"].get("login")
+        return login if isinstance(login, str) else None
+    return None
+
+
+def _files_block(files: Sequence[dict[str, Any]] | None) -> tuple[str, list[dict[str, Any]]]:
+    if not files:
+        return "", []
+    kept = [
+        {
+            "filename": str(f.get("filename", "")),
+            "additions": int(f.get("additions") or 0),
+            "deletions": int(f.get("deletions") or 0),
+        }
+        for f in files
+        if isinstance(f, dict) and f.get("filename")
+    ]
+    lines = [f"- {f['filename']} (+{f['additions']}/-{f['deletions']})" for f in kept]
+    if len(lines) > MAX_FILES_LISTED:
+        lines = [*lines[:MAX_FILES_LISTED], f"- ... and {len(lines) - MAX_FILES_LISTED} more"]
+    return f"Files changed ({len(kept)}):\n" + "\n".join(lines), kept
+
+
+def normalize_delivery(
+    event: str,
+    delivery_id: str,
+    payload: dict[str, Any],
+    files: Sequence[dict[str, Any]] | None = None,
+) -> Normalized:
+    """Turn one GitHub webhook delivery into an interaction, or say why it is skipped.
+
+    Args:
+        event: the ``X-GitHub-Event`` header (``pull_request``, ``issues``, ``issue_comment``...).
+        delivery_id: the ``X-GitHub-Delivery`` header; becomes idempotency key ``github:<id>``.
+        payload: the parsed JSON body.
+        files: optional list of ``{"filename", "additions", "deletions"}`` of a pull request.
+
+    Raises:
+        MalformedInputError: an event we process lacks the fields it must have.
+    """
+    if not isinstance(payload, dict):
+        raise MalformedInputError("payload is not a JSON object")
+    if not delivery_id:
+        raise MalformedInputError("missing delivery id")
+    action = payload.get("action") if isinstance(payload.get("action"), str) else None
+    if event == "ping":
+        return SkippedDelivery(delivery_id, event, action, "ping")
+    if event not in PROCESSED_ACTIONS:
+        return SkippedDelivery(delivery_id, event, action, f"event {event!r} not processed")
+    project, repo_id = _repository(payload)
+    if action not in PROCESSED_ACTIONS[event]:
+        return SkippedDelivery(
+            delivery_id, event, action, f"action {action!r} of {event} not processed",
+            project, repo_id,
+        )  # fmt: skip
+    common = dict(
+        project=project,
+        github_repo_id=repo_id,
+        source="github",
+        idempotency_key=f"github:{delivery_id}",
+        delivery_id=delivery_id,
+        event=event,
+        action=action,
+    )
+    if event == "pull_request":
+        pr = payload.get("pull_request")
+        if not isinstance(pr, dict) or not isinstance(pr.get("title"), str):
+            raise MalformedInputError("pull_request payload has no pull_request.title")
+        files_text, kept = _files_block(files)
+        body = clean_text(pr.get("body"))
+        parts = [f"Pull request #{pr.get('number')}: {pr['title']}"]
+        if body:
+            parts.append(body)
+        if files_text:
+            parts.append(files_text)
+        labels = [lb.get("name") for lb in pr.get("labels") or [] if isinstance(lb, dict)]
+        return NormalizedInteraction(
+            kind="pull_request",
+            content="\n\n".join(parts),
+            external_id=pr.get("html_url"),
+            author=_login(pr),
+            occurred_at=_parse_time(pr.get("merged_at") or pr.get("updated_at")),
+            metadata={
+                "number": pr.get("number"),
+                "action": action,
+                "merged": bool(pr.get("merged")),
+                "additions": pr.get("additions"),
+                "deletions": pr.get("deletions"),
+                "changed_files": pr.get("changed_files"),
+                "labels": labels,
+                "files": kept,
+            },
+            **common,  # type: ignore[arg-type]
+        )
+    issue = payload.get("issue")
+    if not isinstance(issue, dict) or not isinstance(issue.get("title"), str):
+        raise MalformedInputError(f"{event} payload has no issue.title")
+    is_pr = "pull_request" in issue
+    if event == "issues":
+        body = clean_text(issue.get("body"))
+        content = f"Issue #{issue.get('number')}: {issue['title']}" + (
+            f"\n\n{body}" if body else ""
+        )
+        return NormalizedInteraction(
+            kind="issue",
+            content=content,
+            external_id=issue.get("html_url"),
+            author=_login(issue),
+            occurred_at=_parse_time(issue.get("updated_at")),
+            metadata={"number": issue.get("number"), "action": action, "state": issue.get("state")},
+            **common,  # type: ignore[arg-type]
+        )
+    comment = payload.get("comment")
+    if not isinstance(comment, dict):
+        raise MalformedInputError("issue_comment payload has no comment")
+    body = clean_text(comment.get("body"))
+    where = "pull request" if is_pr else "issue"
+    content = f"Comment on {where} #{issue.get('number')} ({issue['title']}):\n\n{body}"
+    return NormalizedInteraction(
+        kind="issue_comment",
+        content=content,
+        external_id=comment.get("html_url"),
+        author=_login(comment),
+        occurred_at=_parse_time(comment.get("updated_at")),
+        metadata={"number": issue.get("number"), "action": action, "on_pull_request": is_pr},
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def normalize_interaction(obj: dict[str, Any]) -> NormalizedInteraction:
+    """Turn a plain interaction object into an interaction.
+
+    Without ``idempotency_key`` the key is ``sha256:<hash of project, kind and content>``.
+
+    Raises:
+        MalformedInputError: ``project`` or ``content`` missing or not strings.
+    """
+    project, content = obj.get("project"), obj.get("content")
+    if not isinstance(project, str) or not project.strip():
+        raise MalformedInputError("interaction needs a non-empty string 'project'")
+    if not isinstance(content, str):
+        raise MalformedInputError("interaction needs a string 'content'")
+    kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "conversation"
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    key = obj.get("idempotency_key")
+    if not isinstance(key, str) or not key:
+        digest = hashlib.sha256(f"{project}\x00{kind}\x00{content}".encode()).hexdigest()
+        key = f"sha256:{digest}"
+    return NormalizedInteraction(
+        project=project.strip(),
+        source=str(obj.get("source") or "api"),
+        kind=str(kind),
+        content=content.strip(),
+        idempotency_key=key,
+        author=obj.get("author") if isinstance(obj.get("author"), str) else None,
+        external_id=obj.get("external_id") if isinstance(obj.get("external_id"), str) else None,
+        occurred_at=_parse_time(obj.get("occurred_at")),
+        metadata=dict(metadata),  # type: ignore[arg-type]
+    )
+
+
+def parse_record(obj: Any) -> Normalized:
+    """Normalise one input line: a delivery when it has ``event`` and ``payload``, else an
+    interaction object.
+
+    Raises:
+        MalformedInputError: neither shape, or a shape with bad fields.
+    """
+    if not isinstance(obj, dict):
+        raise MalformedInputError("line is not a JSON object")
+    if "event" in obj and "payload" in obj:
+        event, delivery = obj.get("event"), obj.get("delivery")
+        if not isinstance(event, str) or not isinstance(delivery, str):
+            raise MalformedInputError("delivery needs string 'event' and 'delivery'")
+        files = obj.get("files") if isinstance(obj.get("files"), list) else None
+        return normalize_delivery(event, delivery, obj["payload"], files)
+    if "content" in obj:
+        return normalize_interaction(obj)
+    raise MalformedInputError("neither a delivery (event, delivery, payload) nor an interaction")
+
+
+def read_records(
+    paths: Iterable[Path], limit: int | None = None
+) -> Iterator[Normalized | MalformedRecord]:
+    """Read JSONL or JSONL.gz files (``.gz`` by name) and normalise each non-blank line.
+
+    Yields at most ``limit`` records (malformed ones included) across all files, in order.
+    A bad line yields a :class:`MalformedRecord` and reading goes on.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    count = 0
+    for path in paths:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if limit is not None and count >= limit:
+                    return
+                if not line.strip():
+                    continue
+                count += 1
+                where = f"{path}:{lineno}"
+                try:
+                    yield parse_record(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    yield MalformedRecord(where, f"invalid JSON: {exc.msg}")
+                except MalformedInputError as exc:
+                    yield MalformedRecord(where, str(exc))
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What :func:`store` did: ids of the batch's interactions (new or already there)."""
+
+    interaction_ids: list[int]
+    created: int
+    existing: int
+    skipped: int
+
+
+def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str, Any]:
+    wanted: dict[str, int | None] = {}
+    for item in items:
+        name = item.project
+        if name is not None:
+            wanted.setdefault(name, item.github_repo_id)
+            if item.github_repo_id is not None:
+                wanted[name] = item.github_repo_id
+    if not wanted:
+        return {}
+    rows = [{"name": n, "github_repo_id": rid} for n, rid in sorted(wanted.items())]
+    stmt = insert(Project).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Project.name],
+        set_={"github_repo_id": text("COALESCE(projects.github_repo_id, excluded.github_repo_id)")},
+    ).returning(Project.name, Project.id)
+    return {name: pid for name, pid in session.execute(stmt)}
+
+
+def store(session: Session, items: Sequence[Normalized]) -> StoreResult:
+    """Store a batch idempotently: projects, members, interactions (status ``received``) and a
+    ``webhook_deliveries`` row per delivery. Runs inside the caller's transaction.
+
+    Returns the ids of every interaction of the batch in input order, new or already stored,
+    without duplicates.
+    """
+    projects = _ensure_projects(session, items)
+    interactions = [i for i in items if isinstance(i, NormalizedInteraction)]
+    skipped = [i for i in items if isinstance(i, SkippedDelivery)]
+
+    members = {(projects[i.project], i.author) for i in interactions if i.author is not None}
+    if members:
+        session.execute(
+            insert(ProjectMember)
+            .values([{"project_id": p, "user_login": a} for p, a in sorted(members, key=str)])
+            .on_conflict_do_nothing()
+        )
+
+    created = 0
+    if interactions:
+        rows = [
+            {
+                "project_id": projects[i.project],
+                "source": i.source,
+                "kind": i.kind,
+                "external_id": i.external_id,
+                "author": i.author,
+                "idempotency_key": i.idempotency_key,
+                "content": i.content,
+                "content_hash": i.content_hash,
+                "metadata": i.metadata,
+                "occurred_at": i.occurred_at,
+                "status": (
+                    InteractionStatus.RECEIVED if i.content.strip() else InteractionStatus.SKIPPED
+                ).value,
+                "last_error": None if i.content.strip() else "empty content",
+            }
+            for i in interactions
+        ]
+        new_ids = (
+            session.execute(
+                insert(Interaction)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[Interaction.idempotency_key])
+                .returning(Interaction.id)
+            )
+            .scalars()
+            .all()
+        )
+        created = len(new_ids)
+    keys = [i.idempotency_key for i in interactions]
+    by_key = (
+        dict(
+            session.execute(
+                select(Interaction.idempotency_key, Interaction.id).where(
+                    Interaction.idempotency_key.in_(keys)
+                )
+            ).all()
+        )
+        if keys
+        else {}
+    )
+    ids = list(dict.fromkeys(by_key[k] for k in keys))
+
+    deliveries = [
+        {
+            "delivery_id": i.delivery_id,
+            "event": i.event,
+            "action": i.action,
+            "project_id": projects.get(i.project) if i.project else None,
+            "interaction_id": by_key[i.idempotency_key],
+            "outcome": "stored",
+            "skip_reason": None,
+        }
+        for i in interactions
+        if i.delivery_id
+    ] + [
+        {
+            "delivery_id": s.delivery_id,
+            "event": s.event,
+            "action": s.action,
+            "project_id": projects.get(s.project) if s.project else None,
+            "interaction_id": None,
+            "outcome": "skipped",
+            "skip_reason": s.reason,
+        }
+        for s in skipped
+    ]
+    if deliveries:
+        session.execute(
+            insert(WebhookDelivery)
+            .values(deliveries)
+            .on_conflict_do_nothing(index_elements=[WebhookDelivery.delivery_id])
+        )
+    return StoreResult(
+        interaction_ids=ids,
+        created=created,
+        existing=len(ids) - created,
+        skipped=len(skipped),
+    )

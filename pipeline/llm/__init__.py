@@ -1,0 +1,1 @@
+"""LLM engines behind one protocol (:class:`pipeline.llm.base.StructuredLLM`)."""

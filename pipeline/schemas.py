@@ -1,0 +1,77 @@
+"""Structured-output models: what a model must return for one interaction.
+
+The JSON schema of :class:`ExtractionResult` is handed to the engine (vLLM structured outputs,
+Claude's JSON output), so generation can only produce text of this shape; the text is then
+validated with the same model. Length limits keep a small model from running away and bound the
+output to about 450 tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Bump when a field or limit changes: part of the extraction idempotency key.
+SCHEMA_VERSION = "1"
+
+PatternType = Literal[
+    "bug_fix",
+    "feature",
+    "refactoring",
+    "dependency_update",
+    "testing",
+    "documentation",
+    "configuration",
+    "performance",
+    "error_handling",
+    "security",
+    "api_design",
+    "best_practice",
+    "anti_pattern",
+]
+
+RelationshipType = Literal[
+    "depends_on",
+    "related_to",
+    "extends",
+    "implements",
+    "fixes",
+    "conflicts_with",
+    "supersedes",
+]
+
+
+class ExtractedPattern(BaseModel):
+    """One pattern: a reusable practice, fix or decision visible in the interaction."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: PatternType
+    title: str = Field(min_length=3, max_length=60)
+    description: str = Field(min_length=1, max_length=160)
+    confidence: float = Field(ge=0, le=1)
+    evidence: str = Field(max_length=120, description="Words from the interaction backing it.")
+
+
+class ExtractedRelationship(BaseModel):
+    """An edge between two patterns, named by their titles."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=60)
+    target: str = Field(min_length=1, max_length=60)
+    type: RelationshipType
+    strength: float = Field(ge=0, le=1)
+    confidence: float = Field(ge=0, le=1)
+
+
+class ExtractionResult(BaseModel):
+    """The whole answer for one interaction: 1-3 patterns and up to 3 relationships."""
+
+    model_config = ConfigDict(extra="forbid")
+    patterns: list[ExtractedPattern] = Field(min_length=1, max_length=3)
+    relationships: list[ExtractedRelationship] = Field(default_factory=list, max_length=3)
+
+
+def extraction_json_schema() -> dict[str, Any]:
+    """The JSON schema handed to the engine (pydantic's, with every object closed)."""
+    return ExtractionResult.model_json_schema()

@@ -1,0 +1,68 @@
+"""The Celery app: queues, routing table and reliability settings.
+
+With ``REDIS_URL`` set, tasks travel through Redis to ``patterns worker`` processes. Without it,
+the same tasks run in the calling process (``task_always_eager``), which is how ``patterns run``
+works on a machine with nothing but Python.
+
+Reliability: ``acks_late`` with ``task_reject_on_worker_lost`` and prefetch 1, so a killed worker's
+task goes back to the queue; Redis re-delivers an unacknowledged task after the visibility timeout,
+which must exceed the longest task (an extract batch), or the task would run twice at once
+(harmless, since writes are idempotent, but wasteful).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from pipeline.settings import Settings, get_settings
+
+QUEUE_EXTRACT = "extract.local"
+QUEUE_EMBED = "embed"
+QUEUE_CLAUDE = "claude"
+QUEUE_ERRORFIX = "errorfix"
+QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
+
+#: Task name → queue. Tasks are named ``patterns.<verb>``.
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    "patterns.extract_batch": {"queue": QUEUE_EXTRACT},
+    "patterns.embed_patterns": {"queue": QUEUE_EMBED},
+}
+
+#: Worker role → the queues it consumes. ``all`` runs every role in one process.
+ROLE_QUEUES: dict[str, tuple[str, ...]] = {
+    "extract": (QUEUE_EXTRACT,),
+    "embed": (QUEUE_EMBED,),
+    "claude": (QUEUE_CLAUDE,),
+    "errorfix": (QUEUE_ERRORFIX,),
+    "all": QUEUES,
+}
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Build the Celery app for ``settings`` (Redis broker, or eager in-process execution)."""
+    app = Celery("patterns", include=["workers.extract", "workers.embed"])
+    eager = not settings.redis_url
+    app.conf.update(
+        broker_url=settings.redis_url or "memory://",
+        task_always_eager=eager,
+        task_eager_propagates=True,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue=QUEUE_EXTRACT,
+        task_routes=TASK_ROUTES,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+    )
+    return app
+
+
+app = make_celery(get_settings())

@@ -1,0 +1,55 @@
+"""Starting a worker for one role: its queues, its pool, its resources built at start-up."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery.signals import worker_init, worker_shutdown
+
+from workers import resources
+from workers.app import ROLE_QUEUES, app
+
+#: Pool per role. vLLM and torch models live in the worker process itself and the engine spawns
+#: processes of its own, which Celery's prefork children (daemonic) may not do: ``solo``.
+ROLE_POOL = {
+    "extract": "solo",
+    "embed": "solo",
+    "claude": "threads",
+    "errorfix": "solo",
+    "all": "solo",
+}
+ROLE_ENV = "PATTERNS_WORKER_ROLE"
+
+
+@worker_init.connect
+def _preload(**_: Any) -> None:
+    role = os.environ.get(ROLE_ENV)
+    if role:
+        resources.preload(role)
+
+
+@worker_shutdown.connect
+def _release(**_: Any) -> None:
+    resources.close()
+
+
+def run_worker(role: str, *, concurrency: int = 1, loglevel: str = "INFO") -> None:
+    """Run a Celery worker for ``role`` in this process until it is stopped.
+
+    Raises:
+        ValueError: unknown role.
+    """
+    if role not in ROLE_QUEUES:
+        raise ValueError(f"unknown role {role!r}; choose from {', '.join(ROLE_QUEUES)}")
+    os.environ[ROLE_ENV] = role
+    argv = [
+        "worker",
+        "--queues", ",".join(ROLE_QUEUES[role]),
+        "--pool", ROLE_POOL[role],
+        "--concurrency", str(concurrency),
+        "--hostname", f"{role}@%h",
+        "--loglevel", loglevel,
+        "--task-events",
+    ]  # fmt: skip
+    app.worker_main(argv)
