@@ -381,14 +381,15 @@ def _write_one(
     wanted = {normalize_title(n) for n in names} - set(local)
     project_titles: dict[str, uuid.UUID] = {}
     if wanted:
-        # Candidates by lower-cased title; the exact normalised comparison happens in Python.
-        candidates = {n.lower().strip() for n in names} | wanted
+        # The same normalisation as pipeline.text.normalize_title, in SQL: lower-case, runs of
+        # non-word characters to one space, trimmed.
+        normalized = func.btrim(func.regexp_replace(func.lower(Pattern.title), r"[^\w]+", " ", "g"))
         for pid, title in session.execute(
             select(Pattern.id, Pattern.title)
             .where(
                 Pattern.project_id == inter.project_id,
                 Pattern.is_active.is_(True),
-                func.lower(func.btrim(Pattern.title)).in_(sorted(candidates)),
+                normalized.in_(sorted(wanted)),
             )
             .order_by(Pattern.created_at, Pattern.id)
         ).all():

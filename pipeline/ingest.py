@@ -99,13 +99,13 @@ class MalformedRecord:
 Normalized = NormalizedInteraction | SkippedDelivery
 
 
-def clean_text(body: str | None) -> str:
+def clean_text(body: object) -> str:
     """Strip what a model should not read from a GitHub body.
 
     Removes HTML comments (pull-request templates hide instructions in them), commit trailers
     (``Signed-off-by:``, ``Co-authored-by:``...), carriage returns and runs of blank lines.
     """
-    if not body:
+    if not isinstance(body, str) or not body:
         return ""
     body = body.replace("\r\n", "\n").replace("\r", "\n")
     body = _HTML_COMMENT.sub("", body)
@@ -137,17 +137,22 @@ def _login(obj: Any) -> str | None:
     return None
 
 
+def _count(value: object) -> int:
+    """A non-negative line count from a JSON value; anything else counts as 0."""
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
 def _files_block(files: Sequence[dict[str, Any]] | None) -> tuple[str, list[dict[str, Any]]]:
     if not files:
         return "", []
     kept = [
         {
-            "filename": str(f.get("filename", "")),
-            "additions": int(f.get("additions") or 0),
-            "deletions": int(f.get("deletions") or 0),
+            "filename": str(f["filename"]),
+            "additions": _count(f.get("additions")),
+            "deletions": _count(f.get("deletions")),
         }
         for f in files
-        if isinstance(f, dict) and f.get("filename")
+        if isinstance(f, dict) and isinstance(f.get("filename"), str) and f["filename"]
     ]
     lines = [f"- {f['filename']} (+{f['additions']}/-{f['deletions']})" for f in kept]
     if len(lines) > MAX_FILES_LISTED:
@@ -207,7 +212,8 @@ def normalize_delivery(
             parts.append(body)
         if files_text:
             parts.append(files_text)
-        labels = [lb.get("name") for lb in pr.get("labels") or [] if isinstance(lb, dict)]
+        raw_labels = pr.get("labels") if isinstance(pr.get("labels"), list) else []
+        labels = [lb.get("name") for lb in raw_labels if isinstance(lb, dict)]
         return NormalizedInteraction(
             kind="pull_request",
             content="\n\n".join(parts),
@@ -248,6 +254,10 @@ def normalize_delivery(
     if not isinstance(comment, dict):
         raise MalformedInputError("issue_comment payload has no comment")
     body = clean_text(comment.get("body"))
+    if not body:
+        return SkippedDelivery(
+            delivery_id, event, action, "comment body is empty", project, repo_id
+        )
     where = "pull request" if is_pr else "issue"
     content = f"Comment on {where} #{issue.get('number')} ({issue['title']}):\n\n{body}"
     return NormalizedInteraction(
@@ -274,6 +284,7 @@ def normalize_interaction(obj: dict[str, Any]) -> NormalizedInteraction:
         raise MalformedInputError("interaction needs a non-empty string 'project'")
     if not isinstance(content, str):
         raise MalformedInputError("interaction needs a string 'content'")
+    project, content = project.strip(), content.strip()
     kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "conversation"
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     key = obj.get("idempotency_key")
@@ -281,10 +292,10 @@ def normalize_interaction(obj: dict[str, Any]) -> NormalizedInteraction:
         digest = hashlib.sha256(f"{project}\x00{kind}\x00{content}".encode()).hexdigest()
         key = f"sha256:{digest}"
     return NormalizedInteraction(
-        project=project.strip(),
+        project=project,
         source=str(obj.get("source") or "api"),
         kind=str(kind),
-        content=content.strip(),
+        content=content,
         idempotency_key=key,
         author=obj.get("author") if isinstance(obj.get("author"), str) else None,
         external_id=obj.get("external_id") if isinstance(obj.get("external_id"), str) else None,
@@ -307,7 +318,11 @@ def parse_record(obj: Any) -> Normalized:
         if not isinstance(event, str) or not isinstance(delivery, str):
             raise MalformedInputError("delivery needs string 'event' and 'delivery'")
         files = obj.get("files") if isinstance(obj.get("files"), list) else None
-        return normalize_delivery(event, delivery, obj["payload"], files)
+        try:
+            return normalize_delivery(event, delivery, obj["payload"], files)
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            # A field of an unexpected JSON type: the record is malformed, not the program.
+            raise MalformedInputError(f"badly typed field in {event} payload: {exc!r}") from exc
     if "content" in obj:
         return normalize_interaction(obj)
     raise MalformedInputError("neither a delivery (event, delivery, payload) nor an interaction")

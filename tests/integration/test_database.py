@@ -1,0 +1,143 @@
+"""The schema and the idempotent writes, on the real embedded Postgres."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from pipeline.db.engine import MIGRATIONS_DIR, Database, scope_to_project
+from pipeline.db.models import (
+    Base,
+    Interaction,
+    Pattern,
+    Project,
+    ProjectMember,
+    WebhookDelivery,
+)
+from pipeline.ingest import read_records, store
+from pipeline.stats import table_counts
+
+pytestmark = pytest.mark.integration
+
+EMBEDDING_COLUMNS = {("patterns", "embedding"), ("typescript_errors", "embedding"),
+                     ("code_analysis", "embedding")}  # fmt: skip
+
+
+def test_migration_creates_every_table_vector_and_hnsw(db: Database) -> None:
+    with db.session() as s:
+        tables = set(
+            s.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname='public'")).all()
+        )
+        assert set(Base.metadata.tables) <= tables
+        assert s.scalar(text("SELECT extversion FROM pg_extension WHERE extname='vector'"))
+        hnsw = s.execute(
+            text("SELECT tablename, indexdef FROM pg_indexes WHERE indexdef ILIKE '%USING hnsw%'")
+        ).all()
+    indexed = {(t, "embedding") for t, d in hnsw if "vector_cosine_ops" in d}
+    assert indexed == EMBEDDING_COLUMNS
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.check(cfg)  # raises if autogenerate would emit anything
+        command.downgrade(cfg, "base")
+        conn.commit()
+        left = conn.scalar(text("SELECT count(*) FROM pg_tables WHERE schemaname='public'"))
+        assert left == 1  # alembic_version only
+        command.upgrade(cfg, "head")
+        conn.commit()
+        assert conn.scalar(text("SELECT count(*) FROM patterns")) == 0
+    engine.dispose()
+
+
+def test_row_level_security_isolates_projects(db: Database) -> None:
+    with db.session() as s:
+        a = s.scalar(select(Project.id).from_statement(
+            text("INSERT INTO projects (name) VALUES ('a/a') RETURNING id")))  # fmt: skip
+        b = s.scalar(select(Project.id).from_statement(
+            text("INSERT INTO projects (name) VALUES ('b/b') RETURNING id")))  # fmt: skip
+        for pid, title in ((a, "alpha"), (b, "beta")):
+            s.add(Pattern(project_id=pid, type="testing", title=title, content={}))
+    with db.session() as s:
+        scope_to_project(s, a)
+        assert s.scalars(select(Pattern.title)).all() == ["alpha"]
+        assert s.scalars(select(Project.name)).all() == ["a/a"]
+    with db.session() as s, pytest.raises(Exception, match="row-level security"):
+        scope_to_project(s, a)
+        s.add(Pattern(project_id=b, type="testing", title="sneaky", content={}))
+        s.flush()
+    with db.session() as s:  # the owner (workers) sees everything
+        assert sorted(s.scalars(select(Pattern.title)).all()) == ["alpha", "beta"]
+
+
+def _write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_store_is_idempotent_and_records_deliveries(
+    db: Database, shared_corpus: Path, tmp_path: Path
+) -> None:
+    octo = shared_corpus.parent / "octokit-payload-examples"
+    ping = json.loads((octo / "ping" / "payload.json").read_text())
+    records = list(read_records([shared_corpus], limit=5))
+    extra = _write_jsonl(
+        tmp_path / "extra.jsonl",
+        [
+            {"event": "ping", "delivery": "ping-1", "payload": ping},
+            {"project": "acme/api", "content": "We agreed to retry webhooks with backoff."},
+            {"project": "acme/api", "content": "We agreed to retry webhooks with backoff."},
+        ],
+    )
+    records += list(read_records([extra]))
+    with db.session() as s:
+        first = store(s, records)
+    with db.session() as s:
+        second = store(s, records)
+    assert first.created == 6 and first.skipped == 1  # 5 PRs + 1 interaction (duplicate merged)
+    assert second.created == 0 and second.interaction_ids == first.interaction_ids
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Interaction)) == 6
+        deliveries = dict(
+            s.execute(select(WebhookDelivery.delivery_id, WebhookDelivery.outcome)).all()
+        )
+        assert deliveries["ping-1"] == "skipped"
+        assert sum(1 for o in deliveries.values() if o == "stored") == 5
+        projects = set(s.scalars(select(Project.name)))
+        assert projects == {"celery/celery", "acme/api"}
+        assert s.scalar(select(func.count()).select_from(ProjectMember)) >= 1
+        statuses = set(s.scalars(select(Interaction.status)))
+        assert statuses == {"received"}
+        counts = table_counts(s)
+    assert counts["interactions"] == 6
+    assert counts["interactions_by_status"] == {"received": 6}
+    assert set(Base.metadata.tables) <= set(counts)
+
+
+def test_connect_migrates_an_empty_database(pg_server: object) -> None:
+    """``Database.connect`` with DATABASE_URL set migrates a database that has no tables."""
+    from pipeline.settings import Settings
+
+    name = f"e_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg_server.get_uri(driver="psycopg"), isolation_level="AUTOCOMMIT")  # type: ignore[attr-defined]
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = pg_server.get_uri(database=name)  # type: ignore[attr-defined]  # libpq style on purpose
+    database = Database.connect(Settings(database_url=url))
+    with database.session() as s:
+        assert s.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+    database.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
