@@ -1,0 +1,319 @@
+"""Unit tests of settings (environment and ``.env``) and the Celery app's queues and routing.
+
+No broker is contacted: apps are configured and inspected, and the one publishing test uses
+kombu's in-process ``memory://`` transport.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from pydantic import SecretStr, ValidationError
+
+from pipeline.settings import Settings, get_settings
+from workers.app import (
+    QUEUE_CLAUDE,
+    QUEUE_EMBED,
+    QUEUE_ERRORFIX,
+    QUEUE_EXTRACT,
+    QUEUES,
+    ROLE_QUEUES,
+    TASK_ROUTES,
+    make_celery,
+)
+
+#: Unprefixed variables Settings reads; cleared so the developer's shell cannot leak in.
+STANDARD_VARS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "GITHUB_WEBHOOK_SECRET",
+)
+
+
+@pytest.fixture()
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """A clean environment: no PATTERNS_* or standard variables, cwd in an empty folder (no
+    ``.env``)."""
+    for name in list(os.environ):
+        if name.upper().startswith("PATTERNS_") or name.upper() in STANDARD_VARS:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield monkeypatch
+
+
+# --- Settings ----------------------------------------------------------------------------------
+
+
+def test_defaults(env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.database_url is None
+    assert s.redis_url is None
+    assert s.anthropic_api_key is None
+    assert s.extract_max_tokens == 512
+    assert s.extract_retry_max_tokens == 1024
+    assert s.extract_retry_temperature == 0.3
+    assert s.extract_input_chars == 2000
+    assert s.broker_visibility_timeout_s == 7200
+    assert s.title_match_cutoff == 0.85
+    assert s.embedding_dim == 384
+    assert isinstance(s.data_dir, Path)
+    assert "pattern-pipeline" in str(s.data_dir)
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "PATTERNS_DATABASE_URL"])
+def test_database_url_from_env(env: pytest.MonkeyPatch, name: str) -> None:
+    env.setenv(name, "postgresql+psycopg://u:p@db:5432/patterns")
+    assert Settings().database_url == "postgresql+psycopg://u:p@db:5432/patterns"
+
+
+@pytest.mark.parametrize("name", ["REDIS_URL", "PATTERNS_REDIS_URL"])
+def test_redis_url_from_env(env: pytest.MonkeyPatch, name: str) -> None:
+    env.setenv(name, "redis://cache:6379/2")
+    assert Settings().redis_url == "redis://cache:6379/2"
+
+
+def test_secrets_without_prefix_are_hidden(env: pytest.MonkeyPatch) -> None:
+    env.setenv("ANTHROPIC_API_KEY", "sk-ant-test-123")
+    env.setenv("GITHUB_WEBHOOK_SECRET", "hook-secret")
+    env.setenv("ANTHROPIC_BASE_URL", "http://localhost:9999")
+    s = Settings()
+    assert isinstance(s.anthropic_api_key, SecretStr)
+    assert s.anthropic_api_key.get_secret_value() == "sk-ant-test-123"
+    assert s.github_webhook_secret is not None
+    assert s.github_webhook_secret.get_secret_value() == "hook-secret"
+    assert s.anthropic_base_url == "http://localhost:9999"
+    assert "sk-ant-test-123" not in repr(s)
+    assert "hook-secret" not in repr(s)
+
+
+def test_prefixed_fields_from_env(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("PATTERNS_EXTRACT_MAX_TOKENS", "256")
+    env.setenv("PATTERNS_EXTRACT_RETRY_TEMPERATURE", "0.5")
+    env.setenv("PATTERNS_TITLE_MATCH_CUTOFF", "0.9")
+    env.setenv("PATTERNS_VLLM_ENFORCE_EAGER", "false")
+    env.setenv("PATTERNS_DATA_DIR", str(tmp_path / "data"))
+    env.setenv("PATTERNS_BROKER_VISIBILITY_TIMEOUT_S", "900")
+    s = Settings()
+    assert s.extract_max_tokens == 256
+    assert s.extract_retry_temperature == 0.5
+    assert s.title_match_cutoff == 0.9
+    assert s.vllm_enforce_eager is False
+    assert s.data_dir == tmp_path / "data"
+    assert s.broker_visibility_timeout_s == 900
+
+
+def test_env_names_are_case_insensitive(env: pytest.MonkeyPatch) -> None:
+    env.setenv("patterns_seed", "7")
+    assert Settings().seed == 7
+
+
+def test_unprefixed_field_names_are_ignored(env: pytest.MonkeyPatch) -> None:
+    """Pipeline fields are only read with the ``PATTERNS_`` prefix."""
+    env.setenv("EXTRACT_MAX_TOKENS", "300")
+    env.setenv("SEED", "4")
+    s = Settings()
+    assert s.extract_max_tokens == 512
+    assert s.seed == 0
+
+
+def test_unknown_prefixed_variables_are_ignored(env: pytest.MonkeyPatch) -> None:
+    env.setenv("PATTERNS_NO_SUCH_SETTING", "1")
+    env.setenv("PATTERNS_WORKER_ROLE", "extract")  # set by workers.worker, not a field
+    Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PATTERNS_EXTRACT_MAX_TOKENS", "8"),
+        ("PATTERNS_EXTRACT_MAX_TOKENS", "many"),
+        ("PATTERNS_EXTRACT_RETRY_MAX_TOKENS", "15"),
+        ("PATTERNS_EXTRACT_RETRY_TEMPERATURE", "-0.1"),
+        ("PATTERNS_EXTRACT_BATCH_SIZE", "0"),
+        ("PATTERNS_EXTRACT_INPUT_CHARS", "100"),
+        ("PATTERNS_VLLM_MEMORY_FRACTION", "0"),
+        ("PATTERNS_VLLM_MEMORY_FRACTION", "1.5"),
+        ("PATTERNS_TITLE_MATCH_CUTOFF", "1.5"),
+        ("PATTERNS_VALIDATION_MAX_DISTANCE", "3"),
+    ],
+)
+def test_invalid_values_are_rejected(env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_dotenv_in_cwd_is_read_and_env_wins(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "REDIS_URL=redis://from-dotenv:6379/0\n"
+        "DATABASE_URL=postgresql://dotenv/db\n"
+        "PATTERNS_SEED=5\n"
+        "PATTERNS_EXTRACT_BATCH_SIZE=8\n",
+        encoding="utf-8",
+    )
+    s = Settings()
+    assert s.redis_url == "redis://from-dotenv:6379/0"
+    assert s.database_url == "postgresql://dotenv/db"
+    assert (s.seed, s.extract_batch_size) == (5, 8)
+    env.setenv("PATTERNS_SEED", "9")
+    env.setenv("REDIS_URL", "redis://from-env:6379/1")
+    s = Settings()
+    assert s.seed == 9
+    assert s.redis_url == "redis://from-env:6379/1"
+
+
+def test_init_arguments_by_field_name_win(env: pytest.MonkeyPatch) -> None:
+    env.setenv("REDIS_URL", "redis://from-env:6379/0")
+    env.setenv("PATTERNS_SEED", "3")
+    s = Settings(redis_url="redis://explicit:6379/0", database_url="postgresql://x/y", seed=11)
+    assert s.redis_url == "redis://explicit:6379/0"
+    assert s.database_url == "postgresql://x/y"
+    assert s.seed == 11
+
+
+def test_get_settings_is_cached(env: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    try:
+        env.setenv("PATTERNS_SEED", "21")
+        first = get_settings()
+        env.setenv("PATTERNS_SEED", "22")
+        assert get_settings() is first
+        assert first.seed == 21
+    finally:
+        get_settings.cache_clear()
+
+
+# --- Celery app --------------------------------------------------------------------------------
+
+
+def _app(**settings: object) -> Celery:
+    return make_celery(Settings(**settings))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("redis_url", [None, ""])
+def test_without_redis_the_app_is_eager(env: pytest.MonkeyPatch, redis_url: str | None) -> None:
+    conf = _app(redis_url=redis_url).conf
+    assert conf.task_always_eager is True
+    assert conf.task_eager_propagates is True
+    assert conf.broker_url == "memory://"
+
+
+def test_with_redis_the_app_uses_the_broker(env: pytest.MonkeyPatch) -> None:
+    conf = _app(redis_url="redis://cache:6379/4").conf
+    assert conf.task_always_eager is False
+    assert conf.broker_url == "redis://cache:6379/4"
+
+
+def test_redis_url_from_env_reaches_the_app(env: pytest.MonkeyPatch) -> None:
+    env.setenv("REDIS_URL", "redis://cache:6379/5")
+    conf = make_celery(Settings()).conf
+    assert conf.task_always_eager is False
+    assert conf.broker_url == "redis://cache:6379/5"
+
+
+@pytest.mark.parametrize("redis_url", [None, "redis://cache:6379/0"])
+def test_reliability_settings(env: pytest.MonkeyPatch, redis_url: str | None) -> None:
+    conf = _app(redis_url=redis_url, broker_visibility_timeout_s=4321).conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 4321
+    assert conf.task_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.task_default_queue == QUEUE_EXTRACT
+    assert [q.name for q in conf.task_queues] == list(QUEUES)
+    assert conf.task_routes == TASK_ROUTES
+
+
+def test_visibility_timeout_default_exceeds_an_hour(env: pytest.MonkeyPatch) -> None:
+    """Must exceed the longest task (an extract batch, bounded by run_timeout_s)."""
+    s = Settings()
+    conf = make_celery(s).conf
+    assert conf.broker_transport_options["visibility_timeout"] == s.broker_visibility_timeout_s
+    assert s.broker_visibility_timeout_s > s.run_timeout_s
+
+
+def test_queue_names() -> None:
+    assert QUEUES == ("extract.local", "embed", "claude", "errorfix")
+    assert (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX) == QUEUES
+
+
+def test_task_routes() -> None:
+    assert TASK_ROUTES == {
+        "patterns.extract_batch": {"queue": "extract.local"},
+        "patterns.embed_patterns": {"queue": "embed"},
+    }
+    assert {route["queue"] for route in TASK_ROUTES.values()} <= set(QUEUES)
+
+
+def test_role_queues() -> None:
+    assert set(ROLE_QUEUES) == {"extract", "embed", "claude", "errorfix", "all"}
+    assert ROLE_QUEUES["extract"] == ("extract.local",)
+    assert ROLE_QUEUES["embed"] == ("embed",)
+    assert ROLE_QUEUES["claude"] == ("claude",)
+    assert ROLE_QUEUES["errorfix"] == ("errorfix",)
+    assert set(ROLE_QUEUES["all"]) == set(QUEUES)
+    singles = [q for role, qs in ROLE_QUEUES.items() if role != "all" for q in qs]
+    assert sorted(singles) == sorted(QUEUES)  # every queue has exactly one role
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [
+        ("patterns.extract_batch", "extract.local"),
+        ("patterns.embed_patterns", "embed"),
+        ("patterns.not_routed", "extract.local"),  # the default queue
+    ],
+)
+def test_router_resolves_queues(env: pytest.MonkeyPatch, task: str, queue: str) -> None:
+    app = _app(redis_url="redis://cache:6379/0")
+    route = app.amqp.router.route({}, task, (), {})
+    assert route["queue"].name == queue
+
+
+def test_published_tasks_land_on_their_queue_only(env: pytest.MonkeyPatch) -> None:
+    """Publish through kombu's in-process memory transport and count messages per queue."""
+    app = _app(redis_url=None)
+    app.conf.task_always_eager = False  # publish instead of running in process
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        queues = [q(channel) for q in app.amqp.queues.values()]
+        for q in queues:
+            q.declare()
+            q.purge()
+        try:
+            app.send_task("patterns.embed_patterns", args=[["0" * 32]], connection=conn)
+            app.send_task("patterns.extract_batch", args=[[1, 2]], connection=conn)
+            app.send_task("patterns.extract_batch", args=[[3]], connection=conn)
+            sizes = {q.name: channel._size(q.name) for q in queues}
+        finally:
+            for q in queues:
+                q.purge()
+    assert sizes == {"extract.local": 2, "embed": 1, "claude": 0, "errorfix": 0}
+
+
+def test_registered_tasks_match_routes() -> None:
+    """The task modules register exactly the routed names on the module-level app."""
+    import workers.embed
+    import workers.extract
+    from workers.app import app
+
+    assert workers.extract.extract_batch_task.name == "patterns.extract_batch"
+    assert workers.embed.embed_patterns_task.name == "patterns.embed_patterns"
+    ours = {name for name in app.tasks if name.startswith("patterns.")}
+    assert ours == set(TASK_ROUTES)
+
+
+def test_worker_roles() -> None:
+    from workers.worker import ROLE_POOL, run_worker
+
+    assert set(ROLE_POOL) == set(ROLE_QUEUES)
+    assert ROLE_POOL["extract"] == "solo"  # vLLM spawns processes; prefork children may not
+    with pytest.raises(ValueError, match="unknown role"):
+        run_worker("gpu")
