@@ -123,7 +123,7 @@ def embed_patterns(
         ).all()
     if not rows:
         return EmbedResult(0, 0)
-    vectors = embedder.encode([pattern_text(title, content) for _, title, content in rows])
+    vectors = embedder.encode([pattern_text(r.title, r.content) for r in rows])
     with db.session() as session:
         session.execute(
             update(Pattern),
@@ -178,7 +178,8 @@ def _recur_one(session: Session, pattern_id: uuid.UUID, max_distance: float) -> 
         .limit(NEIGHBOURS)
     ).all()
     rows = []
-    for other_id, other_interaction, d in neighbours:
+    for other_id, other_interaction, raw_distance in neighbours:
+        d = float(raw_distance)  # type: ignore[arg-type]
         if d > max_distance:
             break
         # The older pattern (earlier interaction, then smaller id) is the one confirmed.
@@ -197,8 +198,8 @@ def _recur_one(session: Session, pattern_id: uuid.UUID, max_distance: float) -> 
                 "validator": "embedding-recurrence",
                 "validation_type": "recurrence",
                 "result": "confirmed",
-                "confidence": round(1.0 - float(d), 4),
-                "evidence": {"cosine_distance": round(float(d), 4)},
+                "confidence": round(1.0 - d, 4),
+                "evidence": {"cosine_distance": round(d, 4)},
                 "interaction_id": newer_interaction,
             }
         )

@@ -212,8 +212,10 @@ def normalize_delivery(
             parts.append(body)
         if files_text:
             parts.append(files_text)
-        raw_labels = pr.get("labels") if isinstance(pr.get("labels"), list) else []
-        labels = [lb.get("name") for lb in raw_labels if isinstance(lb, dict)]
+        raw_labels = pr.get("labels")
+        labels = [
+            lb.get("name") for lb in (raw_labels or []) if isinstance(lb, dict)
+        ] if isinstance(raw_labels, list) else []  # fmt: skip
         return NormalizedInteraction(
             kind="pull_request",
             content="\n\n".join(parts),
@@ -379,12 +381,18 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
     if not wanted:
         return {}
     rows = [{"name": n, "github_repo_id": rid} for n, rid in sorted(wanted.items())]
-    stmt = insert(Project).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Project.name],
-        set_={"github_repo_id": text("COALESCE(projects.github_repo_id, excluded.github_repo_id)")},
-    ).returning(Project.name, Project.id)
-    return {name: pid for name, pid in session.execute(stmt)}
+    stmt = (
+        insert(Project)
+        .values(rows)
+        .on_conflict_do_update(
+            index_elements=[Project.name],
+            set_={
+                "github_repo_id": text("COALESCE(projects.github_repo_id, excluded.github_repo_id)")
+            },
+        )
+        .returning(Project.name, Project.id)
+    )
+    return {str(name): pid for name, pid in session.execute(stmt).all()}
 
 
 def store(session: Session, items: Sequence[Normalized]) -> StoreResult:

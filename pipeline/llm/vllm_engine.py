@@ -55,9 +55,9 @@ class VLLMEngine:
             ) from exc
         self.model_name = Path(model).name if Path(model).exists() else model
         self.max_model_len = max_model_len
-        self._llm = LLM(
+        self._llm: Any = LLM(
             model=model,
-            dtype=dtype,
+            dtype=dtype,  # type: ignore[arg-type]
             max_model_len=max_model_len,
             gpu_memory_utilization=memory_fraction,
             enforce_eager=enforce_eager,
@@ -88,7 +88,9 @@ class VLLMEngine:
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         ids: Any = self._tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True
+            messages,  # type: ignore[arg-type]
+            tokenize=True,
+            add_generation_prompt=True,
         )
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
@@ -130,7 +132,9 @@ class VLLMEngine:
             ]
             try:
                 outputs = self._llm.chat(
-                    [requests[i].messages for i in send], params, use_tqdm=False
+                    [requests[i].messages for i in send],
+                    params,
+                    use_tqdm=False,
                 )
             except ValueError as exc:
                 raise PermanentError(f"vLLM rejected the batch: {exc}") from exc
