@@ -28,7 +28,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="PATTERNS_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="PATTERNS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        # Compose passes unset optional variables as empty strings: treat them as unset.
+        env_ignore_empty=True,
     )
 
     # --- connections -------------------------------------------------------------------------

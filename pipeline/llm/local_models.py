@@ -73,6 +73,11 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
         model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        # De-quantised weights come out as float32; vLLM runs bfloat16 (the default dtype), so
+        # store them that way: half the size, and no cast at every engine start.
+        import torch
+
+        model = model.to(torch.bfloat16)
         tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
         try:
             model.save_pretrained(tmp)
