@@ -43,9 +43,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 64
     source = CORPUS if CORPUS.is_file() else SAMPLE
     settings = Settings(database_url=None, redis_url=None)
-    records = [
-        r for r in read_records([source], limit=n) if isinstance(r, NormalizedInteraction)
-    ]
+    records = [r for r in read_records([source], limit=n) if isinstance(r, NormalizedInteraction)]
     t = time.perf_counter()
     engine = VLLMEngine.from_settings(settings)
     load_s = time.perf_counter() - t
@@ -109,10 +107,12 @@ def main() -> None:
                          "interactions_per_s": round(len(singles) / single_s, 3)},
     }  # fmt: skip
     report["ratio_pipeline_over_raw_interactions_per_s"] = round(
-        report["pipeline"]["interactions_per_s"] / report["raw"]["interactions_per_s"], 3  # type: ignore[index]
+        report["pipeline"]["interactions_per_s"] / report["raw"]["interactions_per_s"],
+        3,  # type: ignore[index]
     )
     report["ratio_one_per_call_over_raw_interactions_per_s"] = round(
-        report["one_per_call"]["interactions_per_s"] / report["raw"]["interactions_per_s"], 3  # type: ignore[index]
+        report["one_per_call"]["interactions_per_s"] / report["raw"]["interactions_per_s"],
+        3,  # type: ignore[index]
     )
     print(json.dumps(report, indent=2))
     db.dispose()

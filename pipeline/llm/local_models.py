@@ -77,7 +77,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
         # store them that way: half the size, and no cast at every engine start.
         import torch
 
-        model = model.to(torch.bfloat16)
+        model = model.to(torch.bfloat16)  # type: ignore[arg-type]
         tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
         try:
             model.save_pretrained(tmp)
