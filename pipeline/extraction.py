@@ -350,7 +350,6 @@ def _write_one(
     if work.result is None:
         inter.status = InteractionStatus.FAILED.value
         inter.last_error = work.error
-        inter.attempts += work.attempt
         inter.processed_at = now  # type: ignore[assignment]
         inter.updated_at = now  # type: ignore[assignment]
         out.failed[inter.id] = work.error or "unknown error"
@@ -445,7 +444,6 @@ def _write_one(
         .values(
             status=InteractionStatus.EXTRACTED.value,
             last_error=None,
-            attempts=Interaction.attempts + work.attempt,
             extraction_key=key,
             metadata_=Interaction.metadata_.op("||")(
                 {"unresolved_relationships": [reason for _, reason in unresolved]}

@@ -126,6 +126,12 @@ def publish_pending(
                 .values(status=InteractionStatus.QUEUED.value, queued_at=func.now(),
                         updated_at=func.now())
             )  # fmt: skip
+            # Every publish is a delivery attempt, whatever the status (eager mode finished it).
+            session.execute(
+                update(Interaction)
+                .where(Interaction.id.in_(batch))
+                .values(attempts=Interaction.attempts + 1)
+            )
         done += len(batch)
         if progress:
             progress("extract", done, len(pending))

@@ -141,6 +141,9 @@ class ProjectMember(Base):
 class Interaction(Base):
     """One unit of developer activity to learn from; also the outbox row of its extract task.
 
+    ``attempts`` counts how often its extract task was published (delivery attempts); model
+    attempts are rows of ``llm_calls``.
+
     ``idempotency_key`` is ``github:<X-GitHub-Delivery>`` for deliveries, the client's key or
     ``sha256:<content hash>`` otherwise: inserting the same key twice is a no-op.
     """

@@ -82,10 +82,14 @@ def test_run_20_deliveries_on_embedded_default(
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM patterns WHERE embedding IS NULL")) == 0
         assert conn.scalar(text("SELECT count(*) FROM patterns")) == summary["patterns"]
-    engine.dispose()
+        # Each interaction's extract task was published once.
+        assert conn.scalar(text("SELECT array_agg(DISTINCT attempts) FROM interactions")) == [1]
 
     again = _run(["run", str(shared_corpus), "--limit", "20", "--json"], env)
     assert again["new_interactions"] == 0 and again["published"] == 0
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT array_agg(DISTINCT attempts) FROM interactions")) == [1]
+    engine.dispose()
     for key in ("interactions", "patterns", "relationships", "embedded", "failed", "validations"):
         assert again[key] == summary[key], key
 
