@@ -6,7 +6,7 @@ Everything else in ``pipeline/`` is free of Celery; ``workers/`` holds the app a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.errors import RetryableError
 
@@ -26,21 +26,40 @@ class Dispatcher(Protocol):
 
 
 class CeleryDispatcher:
-    """Publishes through the Celery app (Redis when ``REDIS_URL`` is set, else in process)."""
+    """Publishes through a Celery app (Redis when ``REDIS_URL`` is set, else in process).
 
-    def __init__(self) -> None:
-        from workers.app import app
+    ``app``: a Celery app to publish with (``workers.app.make_celery(settings)``); default the
+    process's ``workers.app.app``. An app that is not eager publishes by task name
+    (``send_task``), so the publishing process needs no task code or models. ``retry``: let
+    Celery retry a failed publish (its default policy: 3 retries within about a second); the
+    HTTP request path turns it off and leaves the interaction to the outbox sweeper instead.
+    """
 
+    def __init__(self, app: Any = None, *, retry: bool = True) -> None:
+        self._retry = retry
+        if app is None:
+            from workers.app import app as default_app
+
+            app = default_app
         self._app = app
         self.eager = bool(app.conf.task_always_eager)
 
     def extract(self, interaction_ids: Sequence[int]) -> None:
-        """Send ``patterns.extract_batch`` with the ids (runs it now in eager mode)."""
+        """Send ``patterns.extract_batch`` with the ids (runs it now in eager mode).
+
+        Raises:
+            RetryableError: the broker cannot be reached.
+        """
         from kombu.exceptions import OperationalError
 
-        from workers.extract import extract_batch_task
-
         try:
-            extract_batch_task.apply_async(args=[list(interaction_ids)])
-        except OperationalError as exc:
+            if self.eager:
+                from workers.extract import extract_batch_task
+
+                extract_batch_task.apply_async(args=[list(interaction_ids)])
+            else:
+                self._app.send_task(
+                    "patterns.extract_batch", args=[list(interaction_ids)], retry=self._retry
+                )
+        except (OperationalError, ConnectionError, OSError) as exc:
             raise RetryableError(f"cannot publish to the broker: {exc}") from exc

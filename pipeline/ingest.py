@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -362,15 +362,29 @@ def read_records(
 
 @dataclass(frozen=True)
 class StoreResult:
-    """What :func:`store` did: ids of the batch's interactions (new or already there)."""
+    """What :func:`store` did: ids of the batch's interactions (new or already there).
+
+    ``new_ids`` are the interactions this call inserted; ``by_key`` maps each idempotency key of
+    the batch to its interaction id.
+    """
 
     interaction_ids: list[int]
     created: int
     existing: int
     skipped: int
+    new_ids: frozenset[int] = frozenset()
+    by_key: dict[str, int] = field(default_factory=dict)
 
 
 def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str, Any]:
+    """Project name → id for the batch's projects, creating missing ones and filling a missing
+    ``github_repo_id``.
+
+    Known projects are only read: an upsert (``ON CONFLICT DO UPDATE``) would lock the project
+    row until commit, serialising every concurrent store of one project, and with the
+    foreign-key share locks of the rows inserted next it deadlocked under concurrent webhook
+    deliveries.
+    """
     wanted: dict[str, int | None] = {}
     for item in items:
         name = item.project
@@ -380,19 +394,36 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
                 wanted[name] = item.github_repo_id
     if not wanted:
         return {}
-    rows = [{"name": n, "github_repo_id": rid} for n, rid in sorted(wanted.items())]
-    stmt = (
-        insert(Project)
-        .values(rows)
-        .on_conflict_do_update(
-            index_elements=[Project.name],
-            set_={
-                "github_repo_id": text("COALESCE(projects.github_repo_id, excluded.github_repo_id)")
-            },
+    names = sorted(wanted)
+
+    def known() -> dict[str, tuple[Any, int | None]]:
+        return {
+            str(name): (pid, rid)
+            for name, pid, rid in session.execute(
+                select(Project.name, Project.id, Project.github_repo_id).where(
+                    Project.name.in_(names)
+                )
+            ).all()
+        }
+
+    found = known()
+    missing = [n for n in names if n not in found]
+    fill = [n for n in names if n in found and found[n][1] is None and wanted[n] is not None]
+    if missing:
+        session.execute(
+            insert(Project)
+            .values([{"name": n, "github_repo_id": wanted[n]} for n in missing])
+            .on_conflict_do_nothing(index_elements=[Project.name])
         )
-        .returning(Project.name, Project.id)
-    )
-    return {str(name): pid for name, pid in session.execute(stmt).all()}
+    for name in fill:
+        session.execute(
+            update(Project)
+            .where(Project.name == name, Project.github_repo_id.is_(None))
+            .values(github_repo_id=wanted[name])
+        )
+    if missing or fill:
+        found = known()
+    return {name: pid for name, (pid, _) in found.items()}
 
 
 def store(session: Session, items: Sequence[Normalized]) -> StoreResult:
@@ -415,6 +446,7 @@ def store(session: Session, items: Sequence[Normalized]) -> StoreResult:
         )
 
     created = 0
+    new_ids: list[int] = []
     if interactions:
         rows = [
             {
@@ -435,7 +467,7 @@ def store(session: Session, items: Sequence[Normalized]) -> StoreResult:
             }
             for i in interactions
         ]
-        new_ids = (
+        new_ids = list(
             session.execute(
                 insert(Interaction)
                 .values(rows)
@@ -495,4 +527,6 @@ def store(session: Session, items: Sequence[Normalized]) -> StoreResult:
         created=created,
         existing=len(ids) - created,
         skipped=len(skipped),
+        new_ids=frozenset(new_ids),
+        by_key=dict(by_key),
     )

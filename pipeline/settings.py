@@ -107,6 +107,41 @@ class Settings(BaseSettings):
         description="Redis visibility timeout; must exceed the longest task (an extract batch).",
     )
 
+    # --- producers: HTTP API, webhooks, outbox -------------------------------------------------
+    max_request_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (413 above). GitHub caps webhook payloads at "
+        "25 MB (docs.github.com, 'Webhook events and payloads').",
+    )
+    outbox_stale_after_s: float = Field(
+        default=600,
+        gt=0,
+        description="An interaction still received/queued this long after its last publish "
+        "(or its creation) is re-published by the outbox sweeper.",
+    )
+    outbox_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Publishes (delivery attempts) after which a stale interaction goes `dead`.",
+    )
+    outbox_sweep_limit: int = Field(
+        default=1000, ge=1, description="Interactions examined per sweep, oldest first."
+    )
+
+    # --- feedback to GitHub --------------------------------------------------------------------
+    github_token: SecretStr | None = Field(
+        default=None,
+        description="Token for the GitHub REST API. Unset: no feedback comments are posted.",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", description="GitHub REST API root (GHES: .../api/v3)."
+    )
+    github_timeout_s: float = Field(default=10.0, gt=0)
+    feedback_max_patterns: int = Field(
+        default=5, ge=1, le=50, description="Similar earlier patterns listed per comment."
+    )
+
     validation_max_distance: float = Field(
         default=0.15,
         ge=0,

@@ -1,0 +1,68 @@
+"""Helpers for the producer tests: a real uvicorn server on loopback in a thread, and a look at
+what was published to Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import pytest
+
+
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture()
+def live_server() -> Callable[[Any], AbstractContextManager[str]]:
+    """``with live_server(app) as base_url:`` runs an ASGI app under uvicorn on 127.0.0.1."""
+    return _serve
+
+
+def _queued_tasks(redis_url: str, queue: str = "extract.local") -> list[tuple[str, list[Any]]]:
+    """``(task name, args)`` of every message waiting in a Celery queue on Redis, oldest first.
+
+    kombu's Redis transport LPUSHes JSON envelopes whose ``body`` is base64 JSON
+    ``[args, kwargs, embed]`` (Celery message protocol 2).
+    """
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.lrange(queue, 0, -1)
+    finally:
+        client.close()
+    out = []
+    for item in reversed(raw):
+        envelope = json.loads(item)
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        out.append((envelope["headers"]["task"], args))
+    return out
+
+
+@pytest.fixture()
+def queued_tasks(redis_url: str) -> Callable[..., list[tuple[str, list[Any]]]]:
+    """``queued_tasks(queue="extract.local")``: the messages waiting on the test Redis."""
+    return lambda queue="extract.local": _queued_tasks(redis_url, queue)
