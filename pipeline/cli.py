@@ -1,7 +1,9 @@
 """The ``patterns`` command line (Typer).
 
-``run`` processes files to completion; ``worker`` serves one role's queues; ``stats`` counts rows;
-``db upgrade`` migrates. Each command builds the settings once and passes them down.
+``run`` processes files to completion; ``ingest`` only stores and enqueues them; ``worker`` serves
+one role's queues; ``beat`` schedules the outbox sweep; ``serve`` runs the HTTP API; ``apikey
+create`` makes a project key; ``stats`` counts rows; ``db upgrade`` migrates.
+Each command builds the settings once and passes them down.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+apikey_app = typer.Typer(
+    help="Per-project API keys for POST /v1/interactions.", no_args_is_help=True
+)
+app.add_typer(apikey_app, name="apikey")
 
 err = Console(stderr=True)
 
@@ -175,6 +181,149 @@ def worker(
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="JSONL or JSONL.gz files.", exists=True)],
+    limit: Annotated[int | None, typer.Option(help="Read at most N records.", min=1)] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="End stdout with one JSON summary line.")
+    ] = False,
+) -> None:
+    """Store PATHS' records and publish their extract tasks, without waiting for workers.
+
+    The producer side of `run` for the distributed mode (REDIS_URL set, `patterns worker`
+    processes elsewhere). Without REDIS_URL the interactions are only stored (`received`).
+    """
+    import time
+
+    settings = _settings()
+    _configure_logging(json_logs=json_out)
+    from pipeline.db.engine import Database
+    from pipeline.db.models import InteractionStatus
+    from pipeline.dispatch import CeleryDispatcher
+    from pipeline.runner import ingest_paths, publish_pending
+    from workers.app import make_celery
+
+    started = time.perf_counter()
+    db = Database.connect(settings)
+    dispatcher = CeleryDispatcher(make_celery(settings))
+    try:
+        with Progress(
+            TextColumn("{task.description:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+            labels = {"ingest": "stored", "extract": "enqueued"}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(labels.get(stage, stage), total=None, rate="")
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.update(
+                    tasks[stage], completed=done, total=total or None,
+                    rate=f"{done / elapsed:,.0f}/s",
+                )  # fmt: skip
+
+            report = ingest_paths(db, paths, limit=limit, progress=progress)
+            published = 0
+            if dispatcher.eager:
+                err.print(
+                    "[yellow]REDIS_URL is not set: interactions stored as `received`, nothing "
+                    "enqueued (use `patterns run`, or set REDIS_URL and run workers).[/yellow]"
+                )
+            else:
+                published = publish_pending(
+                    db, dispatcher, report.interaction_ids, settings.extract_batch_size, progress,
+                    statuses=(InteractionStatus.RECEIVED,),
+                )  # fmt: skip
+    finally:
+        db.dispose()
+    summary = {
+        "interactions": len(report.interaction_ids),
+        "new_interactions": report.created,
+        "already_stored": report.existing,
+        "skipped_deliveries": report.skipped_deliveries,
+        "malformed": len(report.malformed),
+        "published": published,
+        "mode": "stored-only" if dispatcher.eager else "distributed",
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    table = Table(title="patterns ingest", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    err.print(table)
+    if json_out:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP API (webhooks, interactions, /healthz; docs at /docs) under uvicorn."""
+    settings = _settings()
+    _configure_logging(json_logs=True, level="INFO")
+    import uvicorn
+
+    from pipeline.api import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def beat(
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run Celery beat: the outbox sweep every minute (needs REDIS_URL). Run one per deployment.
+
+    The schedule state lives in <data_dir>/celerybeat-schedule.
+    """
+    settings = _settings()
+    _configure_logging(json_logs=True, level="INFO")
+    if not settings.redis_url:
+        err.print("[red]REDIS_URL is not set: beat needs a broker.[/red]")
+        raise typer.Exit(2)
+    from workers.app import app as celery_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "celerybeat-schedule"
+    celery_app.start(["beat", "--schedule", str(schedule), "--loglevel", loglevel])
+
+
+@apikey_app.command("create")
+def apikey_create(
+    project: Annotated[str, typer.Argument(help="Project name, e.g. owner/repo.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+) -> None:
+    """Create an API key for PROJECT (created if new) and print it once; only its SHA-256 is
+    stored."""
+    settings = _settings()
+    _configure_logging(json_logs=False)
+    from pipeline.apikeys import create_api_key
+    from pipeline.db.engine import Database
+    from pipeline.errors import MalformedInputError
+
+    db = Database.connect(settings)
+    try:
+        with db.session() as session:
+            key_id, key = create_api_key(session, project, name)
+    except MalformedInputError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        db.dispose()
+    err.print(f"API key {key_id} for {project!r} (shown once; store it now):")
+    typer.echo(key)
 
 
 @db_app.command("upgrade")

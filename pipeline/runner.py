@@ -85,17 +85,23 @@ def ingest_paths(
     return report
 
 
-def pending_ids(db: Database, interaction_ids: Sequence[int]) -> list[int]:
-    """The given interactions still waiting for extraction (``received`` or ``queued``), by id."""
+#: Statuses of interactions that still wait for extraction.
+PENDING = (InteractionStatus.RECEIVED, InteractionStatus.QUEUED)
+
+
+def pending_ids(
+    db: Database, interaction_ids: Sequence[int],
+    statuses: Sequence[InteractionStatus] = PENDING,
+) -> list[int]:  # fmt: skip
+    """The given interactions still waiting for extraction (by default ``received`` or
+    ``queued``; ``statuses`` narrows it), by id."""
     with db.session() as session:
         return list(
             session.scalars(
                 select(Interaction.id)
                 .where(
                     Interaction.id.in_(list(interaction_ids)),
-                    Interaction.status.in_(
-                        [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
-                    ),
+                    Interaction.status.in_([s.value for s in statuses]),
                 )
                 .order_by(Interaction.id)
             ).all()
@@ -104,14 +110,20 @@ def pending_ids(db: Database, interaction_ids: Sequence[int]) -> list[int]:
 
 def publish_pending(
     db: Database, dispatcher: Dispatcher, interaction_ids: Sequence[int], batch_size: int,
-    progress: Progress | None = None,
+    progress: Progress | None = None, statuses: Sequence[InteractionStatus] = PENDING,
 ) -> int:  # fmt: skip
-    """Publish one extract task per ``batch_size`` of the given interactions not yet done.
+    """Publish one extract task per ``batch_size`` of the given interactions not yet done
+    (status in ``statuses``: ``patterns ingest`` passes only ``received``, leaving ``queued``
+    ones to the outbox sweeper).
 
-    Each batch is marked ``queued`` after it is published, and only where it is still
-    ``received`` (in eager mode the task has already finished it). Returns the number published.
+    Each batch is marked ``queued`` (``queued_at`` = now) after it is published, only where it
+    is still ``received`` or ``queued`` (in eager mode the task has already finished it), and
+    every published interaction's ``attempts`` grows by one. Returns the number published.
+
+    Raises:
+        RetryableError: the broker cannot be reached (the batch stays as it was).
     """
-    pending = pending_ids(db, interaction_ids)
+    pending = pending_ids(db, interaction_ids, statuses)
     done = 0
     for start in range(0, len(pending), batch_size):
         batch = list(pending[start : start + batch_size])
@@ -121,7 +133,9 @@ def publish_pending(
                 update(Interaction)
                 .where(
                     Interaction.id.in_(batch),
-                    Interaction.status == InteractionStatus.RECEIVED.value,
+                    Interaction.status.in_(
+                        [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
+                    ),
                 )
                 .values(status=InteractionStatus.QUEUED.value, queued_at=func.now(),
                         updated_at=func.now())

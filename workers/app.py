@@ -23,10 +23,24 @@ QUEUE_CLAUDE = "claude"
 QUEUE_ERRORFIX = "errorfix"
 QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
 
-#: Task name → queue. Tasks are named ``patterns.<verb>``.
+#: Task name → queue. Tasks are named ``patterns.<verb>``. The outbox sweep rides the extract
+#: queue on purpose: it runs only once the extract messages published before it have been taken,
+#: so a long backlog is not mistaken for lost messages (and needs no worker of its own).
+#: Feedback follows embedding on the embed workers (CPU, network).
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "patterns.extract_batch": {"queue": QUEUE_EXTRACT},
     "patterns.embed_patterns": {"queue": QUEUE_EMBED},
+    "patterns.sweep_outbox": {"queue": QUEUE_EXTRACT},
+    "patterns.post_feedback": {"queue": QUEUE_EMBED},
+}
+
+#: Seconds between outbox sweeps (DESIGN.md: "the outbox sweeper every minute").
+SWEEP_INTERVAL_S = 60.0
+
+#: Celery beat's schedule. One beat process per deployment; a second one would only send
+#: duplicate sweeps, which the sweep's advisory lock turns into no-ops.
+BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "sweep-outbox": {"task": "patterns.sweep_outbox", "schedule": SWEEP_INTERVAL_S},
 }
 
 #: Worker role → the queues it consumes. ``all`` runs every role in one process.
@@ -41,7 +55,10 @@ ROLE_QUEUES: dict[str, tuple[str, ...]] = {
 
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app for ``settings`` (Redis broker, or eager in-process execution)."""
-    app = Celery("patterns", include=["workers.extract", "workers.embed"])
+    app = Celery(
+        "patterns",
+        include=["workers.extract", "workers.embed", "workers.outbox", "workers.feedback"],
+    )
     eager = not settings.redis_url
     app.conf.update(
         broker_url=settings.redis_url or "memory://",
@@ -61,6 +78,7 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        beat_schedule=BEAT_SCHEDULE,
     )
     return app
 

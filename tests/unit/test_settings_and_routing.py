@@ -248,6 +248,8 @@ def test_task_routes() -> None:
     assert TASK_ROUTES == {
         "patterns.extract_batch": {"queue": "extract.local"},
         "patterns.embed_patterns": {"queue": "embed"},
+        "patterns.sweep_outbox": {"queue": "extract.local"},
+        "patterns.post_feedback": {"queue": "embed"},
     }
     assert {route["queue"] for route in TASK_ROUTES.values()} <= set(QUEUES)
 
@@ -268,6 +270,8 @@ def test_role_queues() -> None:
     [
         ("patterns.extract_batch", "extract.local"),
         ("patterns.embed_patterns", "embed"),
+        ("patterns.sweep_outbox", "extract.local"),
+        ("patterns.post_feedback", "embed"),
         ("patterns.not_routed", "extract.local"),  # the default queue
     ],
 )
@@ -302,10 +306,14 @@ def test_registered_tasks_match_routes() -> None:
     """The task modules register exactly the routed names on the module-level app."""
     import workers.embed
     import workers.extract
+    import workers.feedback
+    import workers.outbox
     from workers.app import app
 
     assert workers.extract.extract_batch_task.name == "patterns.extract_batch"
     assert workers.embed.embed_patterns_task.name == "patterns.embed_patterns"
+    assert workers.outbox.sweep_outbox_task.name == "patterns.sweep_outbox"
+    assert workers.feedback.post_feedback_task.name == "patterns.post_feedback"
     ours = {name for name in app.tasks if name.startswith("patterns.")}
     assert ours == set(TASK_ROUTES)
 
@@ -317,3 +325,64 @@ def test_worker_roles() -> None:
     assert ROLE_POOL["extract"] == "solo"  # vLLM spawns processes; prefork children may not
     with pytest.raises(ValueError, match="unknown role"):
         run_worker("gpu")
+
+
+# --- beat and retry countdowns ----------------------------------------------------------------
+
+
+def test_beat_sweeps_the_outbox_every_minute(env: pytest.MonkeyPatch) -> None:
+    from workers.app import BEAT_SCHEDULE
+
+    conf = _app(redis_url="redis://cache:6379/0").conf
+    assert conf.beat_schedule == BEAT_SCHEDULE
+    (entry,) = BEAT_SCHEDULE.values()
+    assert entry == {"task": "patterns.sweep_outbox", "schedule": 60.0}
+    assert entry["task"] in TASK_ROUTES
+
+
+def _retrying_tasks() -> list[object]:
+    import workers.embed
+    import workers.extract
+    import workers.feedback
+    import workers.outbox
+    from workers.app import app
+
+    del workers  # imported to register the tasks
+    return [t for name, t in sorted(app.tasks.items()) if name.startswith("patterns.")]
+
+
+def test_no_retry_countdown_reaches_the_visibility_timeout(env: pytest.MonkeyPatch) -> None:
+    """A retried task waits for its countdown as an unacknowledged message (acks_late); if the
+    countdown reached Redis' visibility timeout, Redis would hand the message to a second
+    worker. Celery's exponential backoff is capped at ``retry_backoff_max`` (with jitter only
+    lowering it); a task without backoff waits ``default_retry_delay``."""
+    settings = Settings()
+    tasks = _retrying_tasks()
+    assert len(tasks) == len(TASK_ROUTES)
+    for task in tasks:
+        if getattr(task, "autoretry_for", ()):
+            longest = (
+                task.retry_backoff_max  # type: ignore[attr-defined]
+                if getattr(task, "retry_backoff", False)
+                else task.default_retry_delay  # type: ignore[attr-defined]
+            )
+            assert longest < settings.broker_visibility_timeout_s, task.name  # type: ignore[attr-defined]
+            assert task.max_retries is not None, task.name  # type: ignore[attr-defined]
+    # The sweeper re-publishes well before Redis would redeliver by itself, too.
+    assert settings.outbox_stale_after_s < settings.broker_visibility_timeout_s
+
+
+def test_outbox_and_github_defaults(env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.outbox_stale_after_s == 600
+    assert s.outbox_max_attempts == 5
+    assert s.max_request_bytes == 25 * 1024 * 1024
+    assert s.github_token is None
+    assert s.github_api_url == "https://api.github.com"
+    env.setenv("PATTERNS_GITHUB_TOKEN", "ghp_secret")
+    env.setenv("PATTERNS_OUTBOX_STALE_AFTER_S", "30")
+    env.setenv("PATTERNS_OUTBOX_MAX_ATTEMPTS", "2")
+    s = Settings()
+    assert s.github_token is not None and s.github_token.get_secret_value() == "ghp_secret"
+    assert "ghp_secret" not in repr(s)
+    assert (s.outbox_stale_after_s, s.outbox_max_attempts) == (30, 2)

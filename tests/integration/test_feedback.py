@@ -1,0 +1,225 @@
+"""Feedback comments against a real HTTP server on loopback that speaks GitHub's wire format for
+``POST /repos/{owner}/{repo}/issues/{number}/comments`` and records what it receives; patterns
+embedded with the real MiniLM model in the embedded Postgres."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from pipeline.db.engine import Database
+from pipeline.db.models import Interaction, Pattern, WebhookDelivery
+from pipeline.embeddings import pattern_text
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.feedback import (
+    COMMENT_MARKER,
+    HttpxGitHubClient,
+    feedback_candidates,
+    post_feedback,
+)
+from pipeline.ingest import normalize_delivery, normalize_interaction, store
+from pipeline.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+OCTOKIT = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "github" / "octokit-payload-examples"
+)
+TOKEN = "ghs_test_token"
+
+EARLIER = [
+    (
+        "Retry broker connections with exponential backoff",
+        "Reconnect to Redis with growing delays.",
+    ),
+    ("Pin dependency versions in CI", "Lock files keep builds repeatable."),
+    ("Use a connection pool per worker process", "Pools avoid reconnecting for each task."),
+]
+NEW = [("Back off exponentially when the broker connection drops", "Retry Redis reconnects.")]
+
+
+@dataclass
+class Recorder:
+    """What the fake GitHub received, and the statuses it answers with (then 201s)."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture()
+def github() -> Iterator[Recorder]:
+    recorder = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            recorder.requests.append(
+                {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
+            )
+            code = recorder.statuses.pop(0) if recorder.statuses else 201
+            payload = (
+                {"id": 1000 + len(recorder.requests), "body": json.loads(body)["body"]}
+                if code == 201
+                else {"message": "nope"}
+            )
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield recorder
+    server.shutdown()
+    server.server_close()
+
+
+def _payload(relative: str) -> dict[str, Any]:
+    path = OCTOKIT / relative
+    if not path.is_file():
+        pytest.skip(f"{path} not found (../shared missing?)")
+    return json.loads(path.read_text())
+
+
+def _add_patterns(db: Database, embedder: Any, iid: int, patterns: list[tuple[str, str]]) -> None:
+    vectors = embedder.encode([pattern_text(t, {"description": d}) for t, d in patterns])
+    with db.session() as s:
+        project = s.scalar(select(Interaction.project_id).where(Interaction.id == iid))
+        for (title, desc), vec in zip(patterns, vectors, strict=True):
+            s.execute(
+                insert(Pattern).values(
+                    project_id=project, type="solution", title=title,
+                    content={"description": desc, "evidence": ""}, embedding=vec,
+                    source_interaction_id=iid, extraction_key="k",
+                )
+            )  # fmt: skip
+        s.execute(update(Interaction).where(Interaction.id == iid).values(status="extracted"))
+
+
+@pytest.fixture()
+def scene(db: Database, embedder: Any) -> dict[str, int]:
+    """An earlier interaction of the project with three patterns, then an opened pull request
+    and a closed one, each extracted with a pattern of its own."""
+    opened = _payload("pull_request/opened.payload.json")
+    closed = _payload("pull_request/closed.payload.json")
+    project = opened["repository"]["full_name"]
+    with db.session() as s:
+        chat = {"project": project, "content": "chat", "external_id": "https://x/earlier"}
+        earlier = store(s, [normalize_interaction(chat)])
+    _add_patterns(db, embedder, earlier.interaction_ids[0], EARLIER)
+    ids = {}
+    for name, payload in (("opened", opened), ("closed", closed)):
+        with db.session() as s:
+            result = store(s, [normalize_delivery("pull_request", f"d-{name}", payload)])
+        ids[name] = result.interaction_ids[0]
+        _add_patterns(db, embedder, ids[name], NEW)
+    ids["number"] = opened["pull_request"]["number"]
+    return ids
+
+
+def _settings(url: str) -> Settings:
+    return Settings(github_token=TOKEN, github_api_url=url, feedback_max_patterns=2)  # type: ignore[call-arg]
+
+
+def test_one_comment_per_delivery(db: Database, github: Recorder, scene: dict[str, int]) -> None:
+    settings = _settings(github.url)
+    client = HttpxGitHubClient.from_settings(settings)
+    try:
+        assert feedback_candidates(db, _pattern_ids(db)) == [scene["opened"]]
+        result = post_feedback(
+            db=db, client=client, settings=settings,
+            interaction_ids=[scene["opened"], scene["closed"]],
+        )  # fmt: skip
+        again = post_feedback(
+            db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+        )
+    finally:
+        client.close()
+    assert result.posted == {"d-opened": 1001}
+    assert result.skipped == {scene["closed"]: "no comment for pull_request.closed"}
+    assert again.posted == {} and again.skipped == {scene["opened"]: "comment already posted"}
+    (request,) = github.requests
+    assert request["path"] == f"/repos/Codertocat/Hello-World/issues/{scene['number']}/comments"
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["authorization"] == f"Bearer {TOKEN}"
+    assert headers["accept"] == "application/vnd.github+json"
+    assert headers["x-github-api-version"] == "2022-11-28"
+    body = request["json"]["body"]
+    assert body.startswith(COMMENT_MARKER.format(delivery="d-opened"))
+    rows = [line for line in body.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 2  # header and feedback_max_patterns rows
+    assert EARLIER[0][0] in rows[1]  # the closest earlier pattern comes first
+    assert "[source](https://x/earlier)" in rows[1]
+    assert (
+        NEW[0][0] not in body
+    )  # its own patterns (and the closed PR's, created later) are not listed
+    with db.session() as s:
+        delivery = s.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.delivery_id == "d-opened")
+        ).one()
+        assert delivery.feedback_comment_id == 1001 and delivery.feedback_posted_at is not None
+        assert feedback_candidates(db, _pattern_ids(db)) == []
+
+
+def _pattern_ids(db: Database) -> list[Any]:
+    with db.session() as s:
+        return list(s.scalars(select(Pattern.id)).all())
+
+
+def test_github_errors_are_mapped_and_nothing_is_recorded(
+    db: Database, github: Recorder, scene: dict[str, int]
+) -> None:
+    settings = _settings(github.url)
+    client = HttpxGitHubClient.from_settings(settings)
+    github.statuses = [502, 404]
+    try:
+        with pytest.raises(RetryableError, match="502"):
+            post_feedback(
+                db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+            )
+        with pytest.raises(PermanentError, match="404"):
+            post_feedback(
+                db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+            )
+        with db.session() as s:
+            assert (
+                s.scalar(
+                    select(func.count()).where(WebhookDelivery.feedback_comment_id.is_not(None))
+                )
+                == 0
+            )
+        result = post_feedback(
+            db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+        )
+    finally:
+        client.close()
+    assert list(result.posted) == ["d-opened"]
+    assert len(github.requests) == 3
+
+
+def test_unreachable_github_is_retryable(db: Database, scene: dict[str, int]) -> None:
+    settings = _settings("http://127.0.0.1:1")
+    client = HttpxGitHubClient.from_settings(settings)
+    try:
+        with pytest.raises(RetryableError, match="unreachable"):
+            post_feedback(
+                db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+            )
+    finally:
+        client.close()
