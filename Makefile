@@ -38,6 +38,7 @@ lint: install
 
 bench: install
 	$(PY) bench/extract_throughput.py
+	$(PY) bench/webhook_load.py
 
 up:
 	docker compose up -d

@@ -1,0 +1,158 @@
+"""A worker killed with SIGKILL in the middle of an extract task: the task is redelivered
+(``acks_late`` + ``task_reject_on_worker_lost``; Redis hands an unacknowledged message out again
+after the visibility timeout, here 20 s) to a second worker, and every interaction ends
+extracted (or failed by the model) exactly once."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from pipeline.db.engine import Database
+from pipeline.db.models import Interaction, LLMCall, Pattern
+from pipeline.dispatch import CeleryDispatcher
+from pipeline.ingest import parse_record, store
+from pipeline.runner import publish_pending
+from pipeline.settings import Settings
+from workers.app import make_celery
+
+pytestmark = pytest.mark.e2e
+
+PATTERNS = Path(sys.executable).with_name("patterns")
+VISIBILITY_TIMEOUT_S = 20
+BATCH = 8
+#: Celery's log line when a worker takes a task (the start-up banner also names the task).
+RECEIVED = re.compile(r"Task patterns\.extract_batch\[[0-9a-f-]+\] received")
+
+
+@pytest.fixture()
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pt-kill-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    return subprocess.Popen(
+        [str(PATTERNS), "worker", "--role", "extract"], env=env, stdout=out,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _states(db: Database, ids: list[int]) -> dict[str, Any]:
+    with db.session() as s:
+        return {
+            "status": dict(
+                s.execute(select(Interaction.id, Interaction.status).where(
+                    Interaction.id.in_(ids))).all()
+            ),
+            "llm_calls": int(s.scalar(select(func.count()).select_from(LLMCall)) or 0),
+        }  # fmt: skip
+
+
+def test_killed_worker_task_is_redelivered_and_done_once(
+    database_url: str, db: Database, redis_url: str, shared_corpus: Path,
+    extract_model_path: str, data_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    with gzip.open(shared_corpus, "rt") as fh:
+        records = [parse_record(json.loads(next(fh))) for _ in range(BATCH)]
+    with db.session() as s:
+        ids = store(s, records).interaction_ids
+    assert len(ids) == BATCH
+    settings = Settings(
+        redis_url=redis_url, broker_visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+        extract_batch_size=BATCH,
+    )  # type: ignore[call-arg]  # fmt: skip
+    assert publish_pending(db, CeleryDispatcher(make_celery(settings)), ids, BATCH) == BATCH
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
+    env.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1", PATTERNS_EXTRACT_MODEL=extract_model_path,
+        PATTERNS_DATA_DIR=str(data_dir), PATTERNS_EXTRACT_BATCH_SIZE=str(BATCH),
+        PATTERNS_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
+    )  # fmt: skip
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _start(env, first_log)
+    try:
+        deadline = time.monotonic() + 240
+        while not RECEIVED.search(first_log.read_text(errors="replace")):
+            if first.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"first worker never took the task: {first_log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        # The task is running (received; nothing written yet): kill the whole process group.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        _stop(first, signal.SIGKILL)
+    killed = _states(db, ids)
+    assert killed["llm_calls"] == 0, "the task finished before the kill; nothing was tested"
+    assert set(killed["status"].values()) == {"queued"}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.llen("extract.local") == 0
+        assert client.hlen("unacked") == 1  # held for the dead worker until the timeout
+    finally:
+        client.close()
+
+    second = _start(env, second_log)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            state = _states(db, ids)
+            if all(v in ("extracted", "failed") for v in state["status"].values()):
+                break
+            if second.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"not redelivered: {state} {second_log.read_text()[-3000:]}")
+            time.sleep(1)
+    finally:
+        _stop(second)
+    statuses = list(_states(db, ids)["status"].values())
+    assert statuses.count("extracted") >= BATCH - 2, statuses
+    with db.session() as s:
+        # One committed run: one first-attempt model call per interaction, all from one batch.
+        firsts = s.execute(
+            select(LLMCall.interaction_id, func.count(), func.count(LLMCall.batch_id.distinct()))
+            .where(LLMCall.attempt == 1)
+            .group_by(LLMCall.interaction_id)
+        ).all()
+        assert sorted(i for i, _, _ in firsts) == sorted(ids)
+        assert {(n, b) for _, n, b in firsts} == {(1, 1)}
+        assert s.scalar(select(func.count(LLMCall.batch_id.distinct()))) == 1
+        dupes = s.execute(
+            select(Pattern.source_interaction_id, Pattern.title, func.count())
+            .group_by(Pattern.source_interaction_id, Pattern.title)
+            .having(func.count() > 1)
+        ).all()
+        assert dupes == []
+        # The broker redelivered the message; it was published once.
+        assert set(s.scalars(select(Interaction.attempts)).all()) == {1}
+    assert RECEIVED.search(second_log.read_text(errors="replace"))
