@@ -6,8 +6,10 @@ import datetime as dt
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,37 @@ def test_apikey_command_prints_the_key_once(database_url: str, db: Database) -> 
         principal = authenticate(s, key)
         assert principal is not None and principal.project_name == "acme/tools"
         assert authenticate(s, key + "x") is None
+
+
+def test_beat_command_runs_the_sweep_schedule(tmp_path: Path, redis_url: str) -> None:
+    """``patterns beat`` starts with the outbox sweep and keeps its state in the data folder;
+    without a broker it refuses to start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    no_broker = subprocess.run(
+        [str(PATTERNS), "beat"], env={**env, "PATTERNS_DATA_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert no_broker.returncode == 2 and "REDIS_URL" in no_broker.stderr
+    log = tmp_path / "beat.log"
+    data = tmp_path / "data"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(PATTERNS), "beat", "--loglevel", "DEBUG"],
+            env={**env, "REDIS_URL": redis_url, "PATTERNS_DATA_DIR": str(data)},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "beat: Starting" not in log.read_text(errors="replace"):
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    text_ = log.read_text(errors="replace")
+    assert f"db -> {data / 'celerybeat-schedule'}" in text_
+    assert "sweep-outbox" in text_ or "patterns.sweep_outbox" in text_, text_[-3000:]
+    assert list(data.glob("celerybeat-schedule*"))
