@@ -141,7 +141,7 @@ def _publish(
     if not ids or dispatcher is None:
         return False
     try:
-        publish_pending(db, dispatcher, ids, settings.extract_batch_size)
+        publish_pending(db, dispatcher, ids, settings.extract_batch_size, check=False)
     except PipelineError as exc:
         log.warning("publish_failed_left_to_sweeper", interactions=ids, error=str(exc))
         return False

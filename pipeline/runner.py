@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from pipeline.db.engine import Database
 from pipeline.db.models import TERMINAL_STATUSES, Interaction, InteractionStatus, LLMCall, Pattern
@@ -111,10 +111,12 @@ def pending_ids(
 def publish_pending(
     db: Database, dispatcher: Dispatcher, interaction_ids: Sequence[int], batch_size: int,
     progress: Progress | None = None, statuses: Sequence[InteractionStatus] = PENDING,
+    check: bool = True,
 ) -> int:  # fmt: skip
     """Publish one extract task per ``batch_size`` of the given interactions not yet done
     (status in ``statuses``: ``patterns ingest`` passes only ``received``, leaving ``queued``
-    ones to the outbox sweeper).
+    ones to the outbox sweeper). ``check=False`` skips reading the statuses first, for callers
+    that have just stored the interactions (the HTTP API).
 
     Each batch is marked ``queued`` (``queued_at`` = now) after it is published, only where it
     is still ``received`` or ``queued`` (in eager mode the task has already finished it), and
@@ -123,28 +125,28 @@ def publish_pending(
     Raises:
         RetryableError: the broker cannot be reached (the batch stays as it was).
     """
-    pending = pending_ids(db, interaction_ids, statuses)
+    pending = pending_ids(db, interaction_ids, statuses) if check else list(interaction_ids)
+    waiting = Interaction.status.in_(
+        [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
+    )
     done = 0
     for start in range(0, len(pending), batch_size):
         batch = list(pending[start : start + batch_size])
         dispatcher.extract(batch)
         with db.session() as session:
-            session.execute(
-                update(Interaction)
-                .where(
-                    Interaction.id.in_(batch),
-                    Interaction.status.in_(
-                        [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
-                    ),
-                )
-                .values(status=InteractionStatus.QUEUED.value, queued_at=func.now(),
-                        updated_at=func.now())
-            )  # fmt: skip
-            # Every publish is a delivery attempt, whatever the status (eager mode finished it).
+            # Every publish is a delivery attempt, whatever the status (eager mode finished it);
+            # only waiting ones become queued. One statement: this runs in the request path.
             session.execute(
                 update(Interaction)
                 .where(Interaction.id.in_(batch))
-                .values(attempts=Interaction.attempts + 1)
+                .values(
+                    attempts=Interaction.attempts + 1,
+                    status=case(
+                        (waiting, InteractionStatus.QUEUED.value), else_=Interaction.status
+                    ),
+                    queued_at=case((waiting, func.now()), else_=Interaction.queued_at),
+                    updated_at=case((waiting, func.now()), else_=Interaction.updated_at),
+                )
             )
         done += len(batch)
         if progress:
