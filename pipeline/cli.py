@@ -33,6 +33,15 @@ apikey_app = typer.Typer(
 )
 app.add_typer(apikey_app, name="apikey")
 
+
+def _add_errors_app() -> None:
+    from pipeline.cli_errors import errors_app
+
+    app.add_typer(errors_app, name="errors")
+
+
+_add_errors_app()
+
 err = Console(stderr=True)
 
 

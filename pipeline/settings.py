@@ -150,6 +150,19 @@ class Settings(BaseSettings):
         "same project (a recurrence validation).",
     )
 
+    # --- TypeScript error-fix batch ---------------------------------------------------------
+    errorfix_batch_size: int = Field(default=64, ge=1, description="Errors claimed per batch.")
+    errorfix_claim_timeout_s: float = Field(
+        default=1800, description="A claimed row untouched this long is claimed again."
+    )
+    errorfix_max_tokens: int = Field(default=384, ge=16)
+    errorfix_retry_max_tokens: int = Field(default=768, ge=16)
+    tsc_path: str | None = Field(
+        default=None,
+        description="tsc used to check suggested fixes. Unset: `tsc` on PATH, else "
+        ".tools/node_modules/.bin/tsc (installed by `make install` where npm exists).",
+    )
+
     # --- relationship resolution -------------------------------------------------------------
     title_match_cutoff: float = Field(
         default=0.85,

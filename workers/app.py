@@ -32,15 +32,20 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "patterns.embed_patterns": {"queue": QUEUE_EMBED},
     "patterns.sweep_outbox": {"queue": QUEUE_EXTRACT},
     "patterns.post_feedback": {"queue": QUEUE_EMBED},
+    "patterns.errorfix_batch": {"queue": QUEUE_ERRORFIX},
 }
 
 #: Seconds between outbox sweeps (DESIGN.md: "the outbox sweeper every minute").
 SWEEP_INTERVAL_S = 60.0
+#: Seconds between TypeScript error-fix batches (issue: "every 10 minutes"). A batch that finds
+#: another one running (advisory lock) returns at once.
+ERRORFIX_INTERVAL_S = 600.0
 
 #: Celery beat's schedule. One beat process per deployment; a second one would only send
 #: duplicate sweeps, which the sweep's advisory lock turns into no-ops.
 BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-outbox": {"task": "patterns.sweep_outbox", "schedule": SWEEP_INTERVAL_S},
+    "errorfix-batch": {"task": "patterns.errorfix_batch", "schedule": ERRORFIX_INTERVAL_S},
 }
 
 #: Worker role → the queues it consumes. ``all`` runs every role in one process.
@@ -57,7 +62,13 @@ def make_celery(settings: Settings) -> Celery:
     """Build the Celery app for ``settings`` (Redis broker, or eager in-process execution)."""
     app = Celery(
         "patterns",
-        include=["workers.extract", "workers.embed", "workers.outbox", "workers.feedback"],
+        include=[
+            "workers.extract",
+            "workers.embed",
+            "workers.outbox",
+            "workers.feedback",
+            "workers.errorfix",
+        ],
     )
     eager = not settings.redis_url
     app.conf.update(

@@ -66,6 +66,13 @@ def install(
         _embedder = emb or _embedder
 
 
+def reset() -> None:
+    """Forget the resources without closing them (their owner, e.g. a test fixture, closes)."""
+    global _db, _engine, _embedder
+    with _lock:
+        _db = _engine = _embedder = None
+
+
 def close() -> None:
     """Release what this process built: stop the vLLM engine, dispose database pools."""
     global _db, _engine, _embedder
@@ -83,7 +90,7 @@ def close() -> None:
 def preload(role: str) -> None:
     """Build what ``role`` needs now, so the first task does not pay for it."""
     db()
-    if role in ("extract", "all"):
+    if role in ("extract", "errorfix", "all"):
         engine()
-    if role in ("embed", "all"):
+    if role in ("embed", "errorfix", "all"):
         embedder()
