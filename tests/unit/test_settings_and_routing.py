@@ -250,6 +250,7 @@ def test_task_routes() -> None:
         "patterns.embed_patterns": {"queue": "embed"},
         "patterns.sweep_outbox": {"queue": "extract.local"},
         "patterns.post_feedback": {"queue": "embed"},
+        "patterns.errorfix_batch": {"queue": "errorfix"},
     }
     assert {route["queue"] for route in TASK_ROUTES.values()} <= set(QUEUES)
 
@@ -305,6 +306,7 @@ def test_published_tasks_land_on_their_queue_only(env: pytest.MonkeyPatch) -> No
 def test_registered_tasks_match_routes() -> None:
     """The task modules register exactly the routed names on the module-level app."""
     import workers.embed
+    import workers.errorfix
     import workers.extract
     import workers.feedback
     import workers.outbox
@@ -314,6 +316,7 @@ def test_registered_tasks_match_routes() -> None:
     assert workers.embed.embed_patterns_task.name == "patterns.embed_patterns"
     assert workers.outbox.sweep_outbox_task.name == "patterns.sweep_outbox"
     assert workers.feedback.post_feedback_task.name == "patterns.post_feedback"
+    assert workers.errorfix.errorfix_batch_task.name == "patterns.errorfix_batch"
     ours = {name for name in app.tasks if name.startswith("patterns.")}
     assert ours == set(TASK_ROUTES)
 
