@@ -537,3 +537,51 @@ def test_twenty_simultaneous_submissions_with_one_idempotency_key(
     assert len({r.json()["id"] for r in results}) == 1
     assert _counts(db) == (1, 0)
     assert len(queued_tasks()) == 1
+
+
+def test_serve_command_on_loopback(
+    database_url: str, db: Database, redis_url: str, queued_tasks: Any, tmp_path: Path
+) -> None:
+    """``patterns serve`` in a subprocess: health, a signed ping, a stored and queued delivery."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
+    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, GITHUB_WEBHOOK_SECRET=SECRET,
+               PATTERNS_DATA_DIR=str(tmp_path))  # fmt: skip
+    log = tmp_path / "serve.log"
+    patterns = Path(sys.executable).with_name("patterns")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(patterns), "serve", "--port", str(port)], env=env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            with httpx.Client(base_url=base, timeout=30) as client:
+                assert _deliver(client, "ping", _octokit("ping/payload.json")).status_code == 200
+                stored = _deliver(client, "issues", _octokit("issues/opened.payload.json"))
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert stored.status_code == 202 and stored.json()["status"] == "queued", stored.text
+    assert queued_tasks() == [("patterns.extract_batch", [[stored.json()["interaction_id"]]])]
+    assert _counts(db) == (1, 2)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit -SIGTERM).
+    assert "Application shutdown complete" in log.read_text(), log.read_text()[-3000:]
