@@ -380,10 +380,12 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
     """Project name → id for the batch's projects, creating missing ones and filling a missing
     ``github_repo_id``.
 
-    Known projects are only read: an upsert (``ON CONFLICT DO UPDATE``) would lock the project
-    row until commit, serialising every concurrent store of one project, and with the
-    foreign-key share locks of the rows inserted next it deadlocked under concurrent webhook
-    deliveries.
+    A GitHub project is found by its repository id first (DESIGN.md: "GitHub maps by
+    ``github_repo_id``"), so deliveries of a renamed or transferred repository keep going to its
+    project instead of failing on the unique repository id. Known projects are only read: an
+    upsert (``ON CONFLICT DO UPDATE``) would lock the project row until commit, serialising
+    every concurrent store of one project, and together with the foreign-key share locks of the
+    rows inserted next it deadlocked under concurrent webhook deliveries.
     """
     wanted: dict[str, int | None] = {}
     for item in items:
@@ -395,9 +397,23 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
     if not wanted:
         return {}
     names = sorted(wanted)
+    repo_ids = sorted({rid for rid in wanted.values() if rid is not None})
 
-    def known() -> dict[str, tuple[Any, int | None]]:
-        return {
+    def known() -> tuple[dict[int, Any], dict[str, tuple[Any, int | None]]]:
+        by_repo = (
+            {
+                rid: pid
+                for rid, pid in session.execute(
+                    select(Project.github_repo_id, Project.id).where(
+                        Project.github_repo_id.in_(repo_ids)
+                    )
+                ).all()
+                if rid is not None
+            }
+            if repo_ids
+            else {}
+        )
+        by_name = {
             str(name): (pid, rid)
             for name, pid, rid in session.execute(
                 select(Project.name, Project.id, Project.github_repo_id).where(
@@ -405,10 +421,28 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
                 )
             ).all()
         }
+        return by_repo, by_name
 
-    found = known()
+    def resolve(
+        by_repo: dict[int, Any], by_name: dict[str, tuple[Any, int | None]]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in names:
+            rid = wanted[n]
+            if rid is not None and rid in by_repo:
+                out[n] = by_repo[rid]
+            elif n in by_name:
+                out[n] = by_name[n][0]
+        return out
+
+    by_repo, by_name = known()
+    found = resolve(by_repo, by_name)
     missing = [n for n in names if n not in found]
-    fill = [n for n in names if n in found and found[n][1] is None and wanted[n] is not None]
+    fill = [
+        n for n in names
+        if n in by_name and by_name[n][1] is None and wanted[n] is not None
+        and wanted[n] not in by_repo
+    ]  # fmt: skip
     if missing:
         session.execute(
             insert(Project)
@@ -422,8 +456,8 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
             .values(github_repo_id=wanted[name])
         )
     if missing or fill:
-        found = known()
-    return {name: pid for name, (pid, _) in found.items()}
+        found = resolve(*known())
+    return found
 
 
 def store(session: Session, items: Sequence[Normalized]) -> StoreResult:

@@ -585,3 +585,23 @@ def test_serve_command_on_loopback(
     assert _counts(db) == (1, 2)
     # uvicorn shuts down gracefully, then re-raises the signal it caught (exit -SIGTERM).
     assert "Application shutdown complete" in log.read_text(), log.read_text()[-3000:]
+
+
+def test_a_renamed_repository_keeps_its_project(
+    api: tuple[httpx.Client, Settings], db: Database
+) -> None:
+    """Projects map by repository id: a delivery after a rename (same id, new full_name) goes to
+    the same project instead of failing on the unique repository id."""
+    from pipeline.db.models import Project
+
+    client, _ = api
+    payload = json.loads(_octokit("issues/opened.payload.json"))
+    first = _deliver(client, "issues", json.dumps(payload).encode())
+    payload["repository"]["full_name"] = "Codertocat/Hello-World-renamed"
+    payload["repository"]["name"] = "Hello-World-renamed"
+    second = _deliver(client, "issues", json.dumps(payload).encode())
+    assert (first.status_code, second.status_code) == (202, 202), second.text
+    with db.session() as s:
+        projects = s.execute(select(Project.name, Project.github_repo_id)).all()
+        assert projects == [("Codertocat/Hello-World", payload["repository"]["id"])]
+        assert len(set(s.scalars(select(Interaction.project_id)).all())) == 1
