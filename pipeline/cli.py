@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +70,9 @@ def _settings() -> Settings:
     # Models are never fetched from a hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # pgserver asks platformdirs for a runtime folder; without XDG_RUNTIME_DIR (containers, CI)
+    # platformdirs warns on every command and falls back to /tmp, which is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     return settings
 
 
