@@ -22,7 +22,6 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import structlog
@@ -126,12 +125,6 @@ _ITEMS = TypeAdapter(list[InteractionIn])
 
 
 # --- the pieces the endpoints call (sync, run in the thread pool) -----------------------------
-
-
-@dataclass(frozen=True)
-class _Stored:
-    ids: list[int]
-    new_ids: frozenset[int]
 
 
 def _publish(
