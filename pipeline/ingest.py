@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -400,27 +400,15 @@ def _ensure_projects(session: Session, items: Sequence[Normalized]) -> dict[str,
     repo_ids = sorted({rid for rid in wanted.values() if rid is not None})
 
     def known() -> tuple[dict[int, Any], dict[str, tuple[Any, int | None]]]:
-        by_repo = (
-            {
-                rid: pid
-                for rid, pid in session.execute(
-                    select(Project.github_repo_id, Project.id).where(
-                        Project.github_repo_id.in_(repo_ids)
-                    )
-                ).all()
-                if rid is not None
-            }
-            if repo_ids
-            else {}
-        )
-        by_name = {
-            str(name): (pid, rid)
-            for name, pid, rid in session.execute(
-                select(Project.name, Project.id, Project.github_repo_id).where(
-                    Project.name.in_(names)
-                )
-            ).all()
-        }
+        # One round trip for both lookups: this runs in every webhook request.
+        match: ColumnElement[bool] = Project.name.in_(names)
+        if repo_ids:
+            match = or_(match, Project.github_repo_id.in_(repo_ids))
+        rows = session.execute(
+            select(Project.name, Project.id, Project.github_repo_id).where(match)
+        ).all()
+        by_repo = {rid: pid for _, pid, rid in rows if rid is not None}
+        by_name = {str(name): (pid, rid) for name, pid, rid in rows}
         return by_repo, by_name
 
     def resolve(
