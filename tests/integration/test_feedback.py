@@ -223,3 +223,58 @@ def test_unreachable_github_is_retryable(db: Database, scene: dict[str, int]) ->
             )
     finally:
         client.close()
+
+
+def test_embed_task_hands_on_to_the_feedback_task(
+    db: Database, embedder: Any, github: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain as workers run it: the embed task embeds a new pull request's patterns and,
+    with a token set, queues ``patterns.post_feedback``, which comments once."""
+    from workers import resources
+    from workers.app import app
+
+    app.loader.import_default_modules()
+    opened = _payload("pull_request/opened.payload.json")
+    project = opened["repository"]["full_name"]
+    with db.session() as s:
+        earlier = store(s, [normalize_interaction({"project": project, "content": "chat"})])
+    _add_patterns(db, embedder, earlier.interaction_ids[0], EARLIER)
+    with db.session() as s:
+        new = store(s, [normalize_delivery("pull_request", "d-chain", opened)]).interaction_ids[0]
+        pattern_ids = [
+            s.scalar(
+                insert(Pattern)
+                .values(project_id=s.scalar(select(Interaction.project_id).where(
+                    Interaction.id == new)), type="solution", title=title,
+                    content={"description": desc, "evidence": ""}, source_interaction_id=new,
+                    extraction_key="k")
+                .returning(Pattern.id)
+            )
+            for title, desc in NEW
+        ]  # fmt: skip
+        s.execute(update(Interaction).where(Interaction.id == new).values(status="extracted"))
+    settings = _settings(github.url)
+    monkeypatch.setattr(resources, "settings", lambda: settings)
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True  # run the handed-on task here (no broker in this test)
+    resources.install(database=db, emb=embedder)
+    try:
+        out = app.tasks["patterns.embed_patterns"].apply(args=[[str(p) for p in pattern_ids]])
+        again = app.tasks["patterns.embed_patterns"].apply(args=[[str(p) for p in pattern_ids]])
+    finally:
+        resources.reset()
+        app.conf.task_always_eager = eager
+    first, second = out.get(), again.get()
+    assert (first["embedded"], first["feedback"]) == (1, 1)
+    assert (second["embedded"], second["feedback"]) == (0, 0)
+    (request,) = github.requests
+    assert request["json"]["body"].startswith(COMMENT_MARKER.format(delivery="d-chain"))
+    with db.session() as s:
+        assert (
+            s.scalar(
+                select(WebhookDelivery.feedback_comment_id).where(
+                    WebhookDelivery.delivery_id == "d-chain"
+                )
+            )
+            == 1001
+        )
