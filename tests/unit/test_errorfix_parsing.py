@@ -13,13 +13,14 @@ from pipeline.errorfix import (
 )
 from pipeline.errors import MalformedInputError, ModelOutputError
 
-PLAIN = """\
-src/a.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.
-src/b.ts(10,1): error TS2345: Argument of type '{ a: string; }' is not assignable to parameter of type 'Foo'.
-  Object literal may only specify known properties, and 'a' does not exist in type 'Foo'.
-
-Found 2 errors in 2 files.
-"""
+PLAIN = (
+    "src/a.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.\n"
+    "src/b.ts(10,1): error TS2345: Argument of type '{ a: string; }' is not assignable to "
+    "parameter of type 'Foo'.\n"
+    "  Object literal may only specify known properties, and 'a' does not exist in type 'Foo'.\n"
+    "\n"
+    "Found 2 errors in 2 files.\n"
+)
 
 PRETTY = (
     "src/c.ts:5:11 - \x1b[91merror\x1b[0m\x1b[90m TS2339: \x1b[0mProperty 'foo' does not exist "
