@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
@@ -35,8 +35,9 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.apikeys import Principal, authenticate
 from pipeline.db.engine import Database
-from pipeline.db.models import WebhookDelivery
+from pipeline.db.models import TypeScriptError, WebhookDelivery
 from pipeline.dispatch import Dispatcher
+from pipeline.errorfix import review
 from pipeline.errors import MalformedInputError, PipelineError
 from pipeline.ingest import (
     NormalizedInteraction,
@@ -110,6 +111,13 @@ class BulkOut(BaseModel):
     created: int
     existing: int
     items: list[InteractionOut]
+
+
+class ReviewOut(BaseModel):
+    """The review recorded for a TypeScript error's suggested fix."""
+
+    id: int
+    status: Literal["accepted", "rejected"]
 
 
 class WebhookOut(BaseModel):
@@ -523,5 +531,49 @@ def create_app(
         if not bulk:
             return out[0]
         return BulkOut(created=len(fresh), existing=len(ids) - len(fresh), items=out)
+
+    @app.post(
+        "/v1/typescript-errors/{error_id}/{verdict}",
+        tags=["errorfix"],
+        response_model=ReviewOut,
+        responses={
+            401: {"description": "missing or unknown API key"},
+            403: {"description": "the error belongs to another project"},
+            404: {"description": "no such error"},
+            409: {"description": "the error has no suggested fix to review yet"},
+        },
+    )
+    async def review_fix(
+        error_id: int,
+        verdict: Literal["accept", "reject"],
+        who: Annotated[Principal, Depends(principal)],
+    ) -> ReviewOut:
+        """Accept or reject the latest suggested fix of a TypeScript error. Accepted fixes become
+        retrieval examples for later batches (``patterns errors accept|reject`` does the same)."""
+        database = get_db()
+
+        def do() -> str:
+            with database.session() as session:
+                owner = session.scalar(
+                    select(TypeScriptError.project_id).where(TypeScriptError.id == error_id)
+                )
+            if owner is None:
+                return "missing"
+            if owner != who.project_id:
+                return "forbidden"
+            try:
+                review(database, error_id, verdict == "accept")
+            except MalformedInputError:
+                return "no_suggestion"
+            return "ok"
+
+        outcome = await call(do)
+        if outcome == "missing":
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no typescript error {error_id}")
+        if outcome == "forbidden":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "error of another project")
+        if outcome == "no_suggestion":
+            raise HTTPException(status.HTTP_409_CONFLICT, "no suggested fix to review yet")
+        return ReviewOut(id=error_id, status="accepted" if verdict == "accept" else "rejected")
 
     return app
