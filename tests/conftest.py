@@ -127,3 +127,20 @@ def redis_url() -> str:
     client.flushdb()
     client.close()
     return TEST_REDIS_URL
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn`` for spawned services: SIGTERM them if the test process dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so a killed test run cannot leave a worker consuming the test
+    queues (or a vLLM engine holding memory)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def die_with_parent() -> object:
+    """The ``preexec_fn`` that ties a spawned process's life to the test process."""
+    return _die_with_parent

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,11 +94,13 @@ def test_run_20_deliveries_on_embedded_default(
         assert again[key] == summary[key], key
 
 
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    env: dict[str, str], log: Path, preexec: Callable[[], None]
+) -> subprocess.Popen[bytes]:
     out = log.open("wb")
     proc = subprocess.Popen(
         [str(PATTERNS), "worker", "--role", "all"], env=env, stdout=out, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=preexec,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -118,6 +120,7 @@ def test_distributed_run_matches_in_process_run(
     extract_model_path: str,
     redis_url: str,
     pg_server: object,
+    die_with_parent: Callable[[], None],
 ) -> None:
     """The same input through Redis and a separate worker process gives the same counts."""
     from sqlalchemy import create_engine, text
@@ -140,7 +143,7 @@ def test_distributed_run_matches_in_process_run(
         DATABASE_URL=pg_server.get_uri(database="e2e_dist"),  # type: ignore[attr-defined]
         REDIS_URL=redis_url, PATTERNS_RUN_TIMEOUT_S="600", **common,
     )  # fmt: skip
-    worker = _start_worker(dist_env, tmp_path / "worker.log")
+    worker = _start_worker(dist_env, tmp_path / "worker.log", die_with_parent)
     try:
         dist = _run(["run", str(data), "--json"], dist_env)
     finally:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,11 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _start(env: dict[str, str], log: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:
     out = log.open("wb")
     return subprocess.Popen(
         [str(PATTERNS), "worker", "--role", "extract"], env=env, stdout=out,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
     )  # fmt: skip
 
 
@@ -81,6 +81,7 @@ def _states(db: Database, ids: list[int]) -> dict[str, Any]:
 def test_killed_worker_task_is_redelivered_and_done_once(
     database_url: str, db: Database, redis_url: str, shared_corpus: Path,
     extract_model_path: str, data_dir: Path, tmp_path: Path,
+    die_with_parent: Callable[[], None],
 ) -> None:  # fmt: skip
     with gzip.open(shared_corpus, "rt") as fh:
         records = [parse_record(json.loads(next(fh))) for _ in range(BATCH)]
@@ -101,7 +102,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
         PATTERNS_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
     )  # fmt: skip
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = _start(env, first_log)
+    first = _start(env, first_log, die_with_parent)
     try:
         deadline = time.monotonic() + 240
         while not RECEIVED.search(first_log.read_text(errors="replace")):
@@ -123,7 +124,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
     finally:
         client.close()
 
-    second = _start(env, second_log)
+    second = _start(env, second_log, die_with_parent)
     try:
         deadline = time.monotonic() + 300
         while True:

@@ -540,7 +540,12 @@ def test_twenty_simultaneous_submissions_with_one_idempotency_key(
 
 
 def test_serve_command_on_loopback(
-    database_url: str, db: Database, redis_url: str, queued_tasks: Any, tmp_path: Path
+    database_url: str,
+    db: Database,
+    redis_url: str,
+    queued_tasks: Any,
+    tmp_path: Path,
+    die_with_parent: Any,
 ) -> None:
     """``patterns serve`` in a subprocess: health, a signed ping, a stored and queued delivery."""
     import os
@@ -561,7 +566,7 @@ def test_serve_command_on_loopback(
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(patterns), "serve", "--port", str(port)], env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
