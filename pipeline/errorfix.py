@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
@@ -40,6 +40,7 @@ from pipeline.db.models import CodeAnalysis, LLMCall, Project, TypeScriptError
 from pipeline.embeddings import Embedder
 from pipeline.errors import MalformedInputError, ModelOutputError, PipelineError
 from pipeline.llm.base import GenerationRequest, StructuredLLM
+from pipeline.schemas import validate_output
 from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -266,14 +267,7 @@ def parse_fix(text_out: str, finish_reason: str) -> FixSuggestion:
     Raises:
         ModelOutputError: truncated, invalid, or blank ``fixed_code``.
     """
-    if finish_reason == "length":
-        raise ModelOutputError("output truncated at the token limit", truncated=True)
-    try:
-        fix = FixSuggestion.model_validate_json(text_out)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "output"
-        raise ModelOutputError(f"invalid output at {where}: {first.get('msg')}") from exc
+    fix = validate_output(FixSuggestion, text_out, finish_reason)
     if not fix.fixed_code.strip():
         raise ModelOutputError("empty fixed_code")
     return fix

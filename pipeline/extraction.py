@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -41,6 +40,7 @@ from pipeline.schemas import (
     ExtractedRelationship,
     ExtractionResult,
     extraction_json_schema,
+    validate_output,
 )
 from pipeline.settings import Settings
 from pipeline.text import normalize_title
@@ -68,14 +68,7 @@ def parse_output(text: str, finish_reason: str) -> ExtractionResult:
         ModelOutputError: generation stopped at the token limit (``truncated=True``), the text is
             not valid JSON of the schema, or nothing is left after cleaning.
     """
-    if finish_reason == "length":
-        raise ModelOutputError("output truncated at the token limit", truncated=True)
-    try:
-        result = ExtractionResult.model_validate_json(text)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "output"
-        raise ModelOutputError(f"invalid output at {where}: {first.get('msg')}") from exc
+    result = validate_output(ExtractionResult, text, finish_reason)
     seen: set[str] = set()
     kept = []
     for pattern in result.patterns:

@@ -8,9 +8,13 @@ output to about 450 tokens.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ModelOutputError
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Bump when a field or limit changes: part of the extraction idempotency key.
 SCHEMA_VERSION = "1"
@@ -75,3 +79,21 @@ class ExtractionResult(BaseModel):
 def extraction_json_schema() -> dict[str, Any]:
     """The JSON schema handed to the engine (pydantic's, with every object closed)."""
     return ExtractionResult.model_json_schema()
+
+
+def validate_output(model: type[M], text: str, finish_reason: str) -> M:
+    """Validate one structured output (a model's JSON text) against ``model``.
+
+    Raises:
+        ModelOutputError: generation stopped at the token limit (``finish_reason == "length"``,
+            ``truncated=True``), or the text is not valid JSON of the schema (the reason names
+            the first failing field).
+    """
+    if finish_reason == "length":
+        raise ModelOutputError("output truncated at the token limit", truncated=True)
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "output"
+        raise ModelOutputError(f"invalid output at {where}: {first.get('msg')}") from exc
