@@ -407,21 +407,44 @@ def _process(
             update(TypeScriptError),
             [{"id": e.id, "embedding": v} for e, v in zip(errors, vectors, strict=True)],
         )
-        for error, vec in zip(errors, vectors, strict=True):
-            examples[error.id] = list(
-                session.scalars(
-                    select(CodeAnalysis)
-                    .where(
-                        CodeAnalysis.project_id == error.project_id,
-                        CodeAnalysis.status == "accepted",
-                        CodeAnalysis.embedding.is_not(None),
-                        CodeAnalysis.typescript_error_id.is_distinct_from(error.id),
-                    )
-                    .order_by(CodeAnalysis.embedding.cosine_distance(vec))
-                    .limit(EXAMPLES)
-                )
-            )
-            summary.retrieved_examples += len(examples[error.id])
+        # One query for the whole batch: the EXAMPLES nearest accepted fixes of each error's
+        # project, by cosine distance to the embedding just stored (pgvector ``<=>``).
+        nearest = session.execute(
+            text(
+                """
+                SELECT e.id AS error_id, near.id AS example_id
+                FROM typescript_errors e
+                CROSS JOIN LATERAL (
+                    SELECT c.id, c.embedding <=> e.embedding AS distance
+                    FROM code_analysis c
+                    WHERE c.project_id = e.project_id
+                      AND c.status = 'accepted'
+                      AND c.embedding IS NOT NULL
+                      AND c.typescript_error_id IS DISTINCT FROM e.id
+                    ORDER BY c.embedding <=> e.embedding
+                    LIMIT :k
+                ) AS near
+                WHERE e.id = ANY(:ids)
+                ORDER BY e.id, near.distance
+                """
+            ),
+            {"ids": [e.id for e in errors], "k": EXAMPLES},
+        ).all()
+        pairs: list[tuple[int, int]] = [(row.error_id, row.example_id) for row in nearest]
+        wanted = {example_id for _, example_id in pairs}
+        rows = (
+            {
+                c.id: c
+                for c in session.scalars(select(CodeAnalysis).where(CodeAnalysis.id.in_(wanted)))
+            }
+            if wanted
+            else {}
+        )
+        for error in errors:
+            examples[error.id] = []
+        for error_id, example_id in pairs:
+            examples[error_id].append(rows[example_id])
+        summary.retrieved_examples = len(pairs)
     schema = FixSuggestion.model_json_schema()
     by_id = {e.id: e for e in errors}
     results: dict[int, FixSuggestion] = {}
