@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): GitHub webhooks, the interactions API and a health check.
+"""The HTTP API (FastAPI): GitHub webhooks, the interactions API, health, readiness and metrics.
 
 Producers only store and enqueue: a request commits its rows (``webhook_deliveries`` and
 ``interactions``, status ``received``) in one transaction, then publishes the extract task and
@@ -17,6 +17,7 @@ not a usable delivery of its event; 503 no webhook secret configured or the data
 """
 
 import datetime as dt
+import hmac
 import json
 import time
 import urllib.parse
@@ -27,13 +28,17 @@ from typing import Annotated, Any, Literal, TypeVar
 import structlog
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError as SQLOperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.apikeys import Principal, authenticate
+from pipeline.costs import CostReport, cost_report
 from pipeline.db.engine import Database
 from pipeline.db.models import TypeScriptError, WebhookDelivery
 from pipeline.dispatch import Dispatcher
@@ -46,6 +51,7 @@ from pipeline.ingest import (
     normalize_interaction,
     store,
 )
+from pipeline.metrics import PipelineCollector
 from pipeline.runner import publish_pending
 from pipeline.settings import Settings
 from pipeline.webhooks import SIGNATURE_HEADER, verify_signature
@@ -330,6 +336,60 @@ def create_app(
         await call(ping)
         return {"status": "ok", "database": "ok"}
 
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"description": "the database or the broker does not answer"}},
+    )
+    async def readyz() -> JSONResponse:
+        """Readiness: ``{"database": "ok", "broker": "ok"}`` when the database answers
+        ``SELECT 1`` and Redis answers ``PING`` (``"not configured"`` without ``REDIS_URL``,
+        which is ready too: eager mode); 503 with the failing part's error otherwise."""
+
+        def check() -> dict[str, str]:
+            parts = {"database": "ok", "broker": "not configured"}
+            database: Database | None = state["db"]
+            if database is None:
+                parts["database"] = "not ready"
+            else:
+                try:
+                    with database.session() as session:
+                        session.execute(text("SELECT 1"))
+                except SQLAlchemyError as exc:
+                    parts["database"] = f"unavailable: {type(exc).__name__}"
+            if settings.redis_url:
+                import redis
+
+                client = redis.Redis.from_url(
+                    settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+                )
+                try:
+                    client.ping()
+                    parts["broker"] = "ok"
+                except redis.RedisError as exc:
+                    parts["broker"] = f"unavailable: {type(exc).__name__}"
+                finally:
+                    client.close()
+            return parts
+
+        parts = await run_in_threadpool(check)
+        ready = all(v in ("ok", "not configured") for v in parts.values())
+        if not ready:
+            log.warning("not_ready", **parts)
+        code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
+        return JSONResponse(parts, status_code=code)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus metrics in the text exposition format (:mod:`pipeline.metrics`): queue
+        lengths, interactions by status, failures, LLM calls, tokens and cost, today's budget."""
+        if state.get("metrics") is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(PipelineCollector(get_db(), settings, settings.redis_url))
+            state["metrics"] = registry
+        body = await run_in_threadpool(generate_latest, state["metrics"])
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     def reject(code: int, reason: str, **fields: Any) -> HTTPException:
         log.warning("webhook_rejected", status=code, reason=reason, **fields)
         return HTTPException(code, reason)
@@ -369,17 +429,17 @@ def create_app(
                 status.HTTP_503_SERVICE_UNAVAILABLE, "GITHUB_WEBHOOK_SECRET is not configured"
             )
         delivery = x_github_delivery or ""
-        if not verify_signature(
-            secret.get_secret_value(), body, request.headers.get(SIGNATURE_HEADER)
-        ):
+        signature = request.headers.get(SIGNATURE_HEADER)
+        secrets = [secret, settings.github_webhook_secret_previous]
+        if not any(verify_signature(s.get_secret_value(), body, signature) for s in secrets if s):
             raise reject(
-                status.HTTP_401_UNAUTHORIZED, "bad or missing signature", delivery=delivery
+                status.HTTP_401_UNAUTHORIZED, "bad or missing signature", delivery_id=delivery
             )
         if not x_github_event or not delivery:
             raise reject(
                 status.HTTP_400_BAD_REQUEST,
                 "missing X-GitHub-Event or X-GitHub-Delivery",
-                delivery=delivery,
+                delivery_id=delivery,
             )
         if len(delivery) > 200:
             raise reject(status.HTTP_400_BAD_REQUEST, "X-GitHub-Delivery too long")
@@ -387,7 +447,7 @@ def create_app(
             payload = json.loads(_payload_bytes(body, request.headers.get("content-type", "")))
         except (ValueError, UnicodeDecodeError) as exc:
             raise reject(
-                status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}", delivery=delivery
+                status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}", delivery_id=delivery
             ) from exc
         database = get_db()
         started = time.perf_counter()
@@ -395,7 +455,7 @@ def create_app(
             out = await call(store_delivery, database, x_github_event, delivery, payload)
         except MalformedInputError as exc:
             raise reject(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), delivery=delivery,
+                status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), delivery_id=delivery,
                 github_event=x_github_event,
             ) from exc  # fmt: skip
         if out.status == "stored" and out.interaction_id is not None:
@@ -403,9 +463,11 @@ def create_app(
                 out.status = "queued"
         else:
             response.status_code = status.HTTP_200_OK
+        repo = payload.get("repository") if isinstance(payload, dict) else None
         log.info(
             "webhook",
-            delivery=delivery,
+            delivery_id=delivery,
+            project=repo.get("full_name") if isinstance(repo, dict) else None,
             github_event=x_github_event,
             outcome=out.status,
             interaction=out.interaction_id,
@@ -575,5 +637,43 @@ def create_app(
         if outcome == "no_suggestion":
             raise HTTPException(status.HTTP_409_CONFLICT, "no suggested fix to review yet")
         return ReviewOut(id=error_id, status="accepted" if verdict == "accept" else "rejected")
+
+    admin_bearer = HTTPBearer(
+        auto_error=False, description="settings.admin_token (PATTERNS_ADMIN_TOKEN)."
+    )
+
+    @app.get(
+        "/v1/costs",
+        tags=["ops"],
+        response_model=CostReport,
+        responses={
+            401: {"description": "admin token configured and missing or wrong"},
+            422: {"description": "day is not a YYYY-MM-DD date"},
+        },
+    )
+    async def costs(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+        day: dt.date | None = None,
+    ) -> CostReport:
+        """The UTC day's Claude budget and model spend (default: today). When an admin token
+        is configured it must be sent as ``Authorization: Bearer <token>``."""
+        token = settings.admin_token
+        if token is not None and (
+            credentials is None
+            or not hmac.compare_digest(
+                credentials.credentials.encode(), token.get_secret_value().encode()
+            )
+        ):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "missing or wrong admin token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        database = get_db()
+
+        def report() -> CostReport:
+            with database.session() as session:
+                return cost_report(session, settings=settings, day=day)
+
+        return await call(report)
 
     return app

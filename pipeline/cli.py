@@ -9,14 +9,12 @@ Each command builds the settings once and passes them down.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
-import structlog
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -43,26 +41,42 @@ def _add_errors_app() -> None:
 
 _add_errors_app()
 
+
+def _add_ops_commands() -> None:
+    from pipeline.cli_ops import flower
+
+    app.command("flower")(flower)
+
+
+_add_ops_commands()
+
+
+def _add_costs_command() -> None:
+    from pipeline.cli_costs import costs
+
+    app.command("costs")(costs)
+
+
+_add_costs_command()
+
+
+def _add_report_command() -> None:
+    from pipeline.cli_report import report
+
+    app.command("report")(report)
+
+
+_add_report_command()
+
 err = Console(stderr=True)
 
 
 def _configure_logging(json_logs: bool, level: str = "WARNING") -> None:
-    """structlog to stderr: key-value for people, JSON for machines. Quiet third parties."""
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level), format="%(message)s")
-    for noisy in ("vllm", "transformers", "sentence_transformers", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
+    """structlog to stderr: key-value for people, JSON for machines (see
+    :func:`pipeline.logging.configure_logging`)."""
+    from pipeline.logging import configure_logging
+
+    configure_logging(json_logs=json_logs, level=level)
 
 
 def _settings() -> Settings:
@@ -82,6 +96,14 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Read at most N records.", min=1)] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="End stdout with one JSON summary line.")
+    ] = False,
+    claude_batch: Annotated[
+        bool,
+        typer.Option(
+            "--claude-batch",
+            help="Send work routed to Claude through the Message Batches API (half price; "
+            "results can take up to 24 h).",
+        ),
     ] = False,
 ) -> None:
     """Ingest PATHS, extract patterns and relationships, embed them, and print a summary.
@@ -129,6 +151,7 @@ def run(
                 limit=limit,
                 progress=progress,
                 warm_up=warm_up if dispatcher.eager else None,
+                claude_batch=claude_batch,
             )
         finally:
             resources.close()
@@ -142,7 +165,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="patterns run", show_header=False)
     for key in (
         "mode", "interactions", "extracted", "failed", "skipped", "patterns", "embedded",
-        "relationships", "validations", "llm_calls", "tokens_out", "cost_usd", "seconds",
+        "relationships", "validations", "recommendations", "analyses", "llm_calls",
+        "deferred_to_local", "tokens_out", "cost_usd", "seconds",
         "model_load_seconds", "processing_seconds", "interactions_per_s", "output_tokens_per_s",
         "skipped_deliveries", "malformed",
     ):  # fmt: skip
@@ -180,10 +204,13 @@ def worker(
     role: Annotated[str, typer.Option(help="extract | embed | claude | errorfix | all")] = "all",
     concurrency: Annotated[int, typer.Option(min=1)] = 1,
     loglevel: Annotated[str, typer.Option()] = "INFO",
+    json_logs: Annotated[
+        bool, typer.Option("--json-logs/--no-json-logs", help="One JSON object per log line.")
+    ] = True,
 ) -> None:
     """Start a Celery worker for ROLE's queues (needs REDIS_URL)."""
     settings = _settings()
-    _configure_logging(json_logs=True, level="INFO")
+    _configure_logging(json_logs=json_logs, level=loglevel.upper())
     if not settings.redis_url:
         err.print("[red]REDIS_URL is not set: a worker needs a broker.[/red]")
         raise typer.Exit(2)

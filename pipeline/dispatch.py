@@ -16,8 +16,19 @@ class Dispatcher(Protocol):
 
     eager: bool
 
-    def extract(self, interaction_ids: Sequence[int]) -> None:
-        """Publish one extract task for a batch of interactions.
+    def extract(self, interaction_ids: Sequence[int], *, claude_mode: str = "sync") -> None:
+        """Publish one extract task for a batch of interactions. ``claude_mode`` ``batch``: what
+        is routed to Claude goes through the Message Batches API.
+
+        Raises:
+            RetryableError: the broker cannot be reached.
+        """
+        ...
+
+    def claude(
+        self, interaction_ids: Sequence[int], task_type: str, *, claude_mode: str = "sync"
+    ) -> None:
+        """Publish one Claude task (``task_type`` over the interactions) to the claude queue.
 
         Raises:
             RetryableError: the broker cannot be reached.
@@ -44,7 +55,7 @@ class CeleryDispatcher:
         self._app = app
         self.eager = bool(app.conf.task_always_eager)
 
-    def extract(self, interaction_ids: Sequence[int]) -> None:
+    def extract(self, interaction_ids: Sequence[int], *, claude_mode: str = "sync") -> None:
         """Send ``patterns.extract_batch`` with the ids (runs it now in eager mode).
 
         Raises:
@@ -52,14 +63,40 @@ class CeleryDispatcher:
         """
         from kombu.exceptions import OperationalError
 
+        # The default mode is left out of the message, so it reads as before this option existed.
+        kwargs = {} if claude_mode == "sync" else {"claude_mode": claude_mode}
         try:
             if self.eager:
                 from workers.extract import extract_batch_task
 
-                extract_batch_task.apply_async(args=[list(interaction_ids)])
+                extract_batch_task.apply_async(args=[list(interaction_ids)], kwargs=kwargs)
             else:
                 self._app.send_task(
-                    "patterns.extract_batch", args=[list(interaction_ids)], retry=self._retry
+                    "patterns.extract_batch",
+                    args=[list(interaction_ids)],
+                    kwargs=kwargs,
+                    retry=self._retry,
                 )
+        except (OperationalError, ConnectionError, OSError) as exc:
+            raise RetryableError(f"cannot publish to the broker: {exc}") from exc
+
+    def claude(
+        self, interaction_ids: Sequence[int], task_type: str, *, claude_mode: str = "sync"
+    ) -> None:
+        """Send ``patterns.claude_batch`` (runs it now in eager mode).
+
+        Raises:
+            RetryableError: the broker cannot be reached.
+        """
+        from kombu.exceptions import OperationalError
+
+        args = [list(interaction_ids), task_type, claude_mode]
+        try:
+            if self.eager:
+                from workers.claude import claude_batch_task
+
+                claude_batch_task.apply_async(args=args)
+            else:
+                self._app.send_task("patterns.claude_batch", args=args, retry=self._retry)
         except (OperationalError, ConnectionError, OSError) as exc:
             raise RetryableError(f"cannot publish to the broker: {exc}") from exc

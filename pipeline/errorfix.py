@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from pipeline.attempts import RetryDecision, generate_with_retries, one_retry
 from pipeline.db.engine import Database
 from pipeline.db.models import CodeAnalysis, LLMCall, Project, TypeScriptError
 from pipeline.embeddings import Embedder
@@ -447,49 +447,34 @@ def _process(
         summary.retrieved_examples = len(pairs)
     schema = FixSuggestion.model_json_schema()
     by_id = {e.id: e for e in errors}
-    results: dict[int, FixSuggestion] = {}
-    reasons: dict[int, str] = {}
-    calls: list[dict[str, Any]] = []
-    batch_id = uuid.uuid4()
-    todo = errors
-    max_tokens, temperature = settings.errorfix_max_tokens, 0.0
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        if not todo:
-            break
-        requests = [
-            GenerationRequest(fix_messages(e, examples[e.id]), schema, max_tokens, temperature,
-                              seed=settings.seed + e.id)
-            for e in todo
-        ]  # fmt: skip
-        t = time.perf_counter()
-        generations = engine.generate(requests)
-        elapsed_ms = int((time.perf_counter() - t) * 1000)
-        retry = []
-        for error, gen in zip(todo, generations, strict=True):
-            call = {
-                "provider": engine.provider, "model": engine.model_name, "task_type": TASK_TYPE,
-                "batch_id": batch_id, "batch_size": len(requests), "attempt": attempt,
-                "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
-                "latency_ms": elapsed_ms, "route_reason": "local engine",
-            }  # fmt: skip
-            if gen.finish_reason == "error":
-                reasons[error.id] = gen.error or "engine error"
-                calls.append({**call, "outcome": "error", "error": reasons[error.id]})
-                continue
-            try:
-                results[error.id] = parse_fix(gen.text, gen.finish_reason)
-                reasons.pop(error.id, None)
-                calls.append({**call, "outcome": "ok", "error": None})
-            except ModelOutputError as exc:
-                reasons[error.id] = f"{exc.reason} (after {attempt} attempts)"
-                calls.append({**call, "outcome": "truncated" if exc.truncated else "invalid",
-                              "error": exc.reason})  # fmt: skip
-                retry.append(error)
-        todo = retry
-        max_tokens, temperature = (
-            settings.errorfix_retry_max_tokens,
-            settings.extract_retry_temperature,
+
+    def request(error_id: int, retry: RetryDecision | None) -> GenerationRequest:
+        return GenerationRequest(
+            fix_messages(by_id[error_id], examples[error_id]),
+            schema,
+            retry.max_tokens if retry else settings.errorfix_max_tokens,
+            retry.temperature if retry else 0.0,
+            seed=settings.seed + error_id,
+            task_type=TASK_TYPE,
         )
+
+    attempts = generate_with_retries(
+        engine,
+        list(by_id),
+        request=request,
+        parse=parse_fix,
+        decide=lambda attempt, exc: one_retry(
+            attempt,
+            exc,
+            max_tokens=settings.errorfix_retry_max_tokens,
+            temperature=settings.extract_retry_temperature,
+            max_attempts=MAX_ATTEMPTS,
+        ),
+        task_type=TASK_TYPE,
+    )
+    results: dict[int, FixSuggestion] = attempts.results
+    # The local engine never defers; were one to, the error fails with the engine's reason.
+    reasons = {**attempts.failed, **attempts.deferred}
 
     tsc = find_tsc(settings.tsc_path)
     checks = (
@@ -501,7 +486,7 @@ def _process(
     summary.tsc_compiles = sum(1 for c in checks.values() if c.compiles)
     summary.tsc_resolved = sum(1 for c in checks.values() if c.error_resolved)
     with db.session() as session:
-        session.execute(insert(LLMCall), calls)
+        session.execute(insert(LLMCall), attempts.calls)
         for error, vec in zip(errors, vectors, strict=True):
             summary.processed += 1
             fix = results.get(error.id)

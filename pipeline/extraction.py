@@ -13,16 +13,17 @@ terminal status, so a task that runs twice leaves the rows of one run.
 from __future__ import annotations
 
 import difflib
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from pipeline.attempts import RetryDecision, generate_with_retries, one_retry
 from pipeline.db.engine import Database
 from pipeline.db.models import (
     Interaction,
@@ -33,8 +34,9 @@ from pipeline.db.models import (
     PatternRelationship,
 )
 from pipeline.errors import ModelOutputError
-from pipeline.llm.base import Generation, GenerationRequest, StructuredLLM
+from pipeline.llm.base import GenerationRequest, StructuredLLM
 from pipeline.prompts import EXAMPLE_TITLES, PROMPT_VERSION, extraction_messages
+from pipeline.routing import priority_of
 from pipeline.schemas import (
     SCHEMA_VERSION,
     ExtractedRelationship,
@@ -46,6 +48,9 @@ from pipeline.settings import Settings
 from pipeline.text import normalize_title
 
 log = structlog.get_logger(__name__)
+
+#: The interactions table, for Core statements (executemany with our own WHERE).
+_INTERACTIONS = cast(Table, Interaction.__table__)
 
 TASK_TYPE = "pattern_extraction"
 #: Attempts per interaction: the first, and one retry with a larger token limit.
@@ -82,16 +87,6 @@ def parse_output(text: str, finish_reason: str) -> ExtractionResult:
     return ExtractionResult(patterns=kept, relationships=result.relationships)
 
 
-@dataclass(frozen=True)
-class RetryDecision:
-    """Whether to try an interaction again, and with which token limit and temperature."""
-
-    retry: bool
-    max_tokens: int = 0
-    temperature: float = 0.0
-    reason: str = ""
-
-
 def retry_decision(attempt: int, error: ModelOutputError, settings: Settings) -> RetryDecision:
     """Decide what follows a bad output on ``attempt`` (1-based).
 
@@ -100,13 +95,12 @@ def retry_decision(attempt: int, error: ModelOutputError, settings: Settings) ->
     a fixed seed, so it stays repeatable). After :data:`MAX_ATTEMPTS` the interaction fails with
     the error's reason.
     """
-    if attempt >= MAX_ATTEMPTS:
-        return RetryDecision(False, reason=f"{error.reason} (after {attempt} attempts)")
-    return RetryDecision(
-        True,
+    return one_retry(
+        attempt,
+        error,
         max_tokens=max(settings.extract_retry_max_tokens, settings.extract_max_tokens),
         temperature=settings.extract_retry_temperature,
-        reason=error.reason,
+        max_attempts=MAX_ATTEMPTS,
     )
 
 
@@ -171,7 +165,11 @@ def resolve_relationships(
 
 @dataclass
 class ExtractionBatchResult:
-    """What one :func:`extract_batch` call did. ``pattern_ids`` are the newly stored patterns."""
+    """What one :func:`extract_batch` call did. ``pattern_ids`` are the newly stored patterns.
+
+    ``deferred`` (id → reason) were not done by this engine and are still waiting: the budget
+    refused them, Claude stayed unavailable, or (``keep_failures``) the model failed them; the
+    caller routes them elsewhere. ``failed`` ones are terminal."""
 
     extracted: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
@@ -179,52 +177,27 @@ class ExtractionBatchResult:
     pattern_ids: list[uuid.UUID] = field(default_factory=list)
     relationships: int = 0
     unresolved_relationships: int = 0
+    deferred: dict[int, str] = field(default_factory=dict)
     llm_calls: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     generate_seconds: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Work:
+    """One interaction's outcome, ready to write."""
+
     interaction: Interaction
-    attempt: int = 0
-    result: ExtractionResult | None = None
-    error: str | None = None
+    attempt: int
+    result: ExtractionResult | None
+    error: str | None
 
 
-def _generate(
-    engine: StructuredLLM,
-    items: list[_Work],
-    requests: list[GenerationRequest],
-    batch_id: uuid.UUID,
-    out: ExtractionBatchResult,
-) -> tuple[list[Generation], list[dict[str, object]]]:
-    started = time.perf_counter()
-    generations = engine.generate(requests)
-    elapsed = time.perf_counter() - started
-    out.generate_seconds += elapsed
-    calls: list[dict[str, object]] = []
-    for work, gen in zip(items, generations, strict=True):
-        out.llm_calls += 1
-        out.tokens_in += gen.tokens_in
-        out.tokens_out += gen.tokens_out
-        calls.append(
-            {
-                "provider": engine.provider,
-                "model": engine.model_name,
-                "task_type": TASK_TYPE,
-                "interaction_id": work.interaction.id,
-                "batch_id": batch_id,
-                "batch_size": len(requests),
-                "attempt": work.attempt,
-                "tokens_in": gen.tokens_in,
-                "tokens_out": gen.tokens_out,
-                "latency_ms": int(elapsed * 1000),
-                "route_reason": "local engine",
-            }
-        )
-    return generations, calls
+def extraction_method(engine: StructuredLLM) -> str:
+    """``patterns.extraction_method`` for an engine: ``commercial_llm`` for Claude, else
+    ``local_llm``."""
+    return "commercial_llm" if engine.provider == "claude" else "local_llm"
 
 
 def extract_batch(
@@ -233,13 +206,19 @@ def extract_batch(
     engine: StructuredLLM,
     settings: Settings,
     interaction_ids: Sequence[int],
+    route_reasons: Mapping[int, str] | None = None,
+    keep_failures: bool = False,
 ) -> ExtractionBatchResult:
     """Extract patterns and relationships for a batch of interactions with one engine call per
     attempt, and store them.
 
     Interactions already in a terminal status are left alone. A bad output is retried once
     (:func:`retry_decision`); an interaction whose output stays bad is marked ``failed`` with the
-    reason, and the rest of the batch goes on. Every request is recorded in ``llm_calls``.
+    reason (with ``keep_failures``, left waiting and listed in ``deferred`` instead, for the
+    ``local_fallback`` strategy to hand to Claude), and the rest of the batch goes on. An output
+    the engine ``deferred`` (budget, provider unavailable) is not retried here: it is listed in
+    ``deferred``. Every request is recorded in ``llm_calls``, with ``route_reasons[id]`` as its
+    route reason when given.
 
     Returns:
         What was extracted, failed and stored; ``pattern_ids`` lists the new patterns to embed.
@@ -260,63 +239,57 @@ def extract_batch(
             )
             .order_by(Interaction.id)
         ).all()
-    pending = [_Work(r) for r in rows]
-    if not pending:
+    if not rows:
         return out
     schema = extraction_json_schema()
-    batch_id = uuid.uuid4()
-    calls: list[dict[str, object]] = []
-    todo = pending
-    params = {"max_tokens": settings.extract_max_tokens, "temperature": 0.0}
-    while todo:
-        for work in todo:
-            work.attempt += 1
-        requests = [
-            GenerationRequest(
-                messages=extraction_messages(
-                    w.interaction.content, max_chars=settings.extract_input_chars
-                ),
-                json_schema=schema,
-                max_tokens=int(params["max_tokens"]),
-                temperature=float(params["temperature"]),
-                seed=settings.seed + w.interaction.id,
-            )
-            for w in todo
-        ]
-        generations, new_calls = _generate(engine, todo, requests, batch_id, out)
-        retry: list[_Work] = []
-        for work, gen, call in zip(todo, generations, new_calls, strict=True):
-            if gen.finish_reason == "error":
-                work.error = gen.error or "engine error"
-                call.update(outcome="error", error=work.error)
-                continue
-            try:
-                work.result = parse_output(gen.text, gen.finish_reason)
-                work.error = None
-                call.update(outcome="ok", error=None)
-            except ModelOutputError as exc:
-                call.update(outcome="truncated" if exc.truncated else "invalid", error=exc.reason)
-                decision = retry_decision(work.attempt, exc, settings)
-                work.error = decision.reason
-                if decision.retry:
-                    retry.append(work)
-                    params = {
-                        "max_tokens": decision.max_tokens,
-                        "temperature": decision.temperature,
-                    }
-        calls.extend(new_calls)
-        todo = retry
+    by_id = {r.id: r for r in rows}
 
+    def request(iid: int, retry: RetryDecision | None) -> GenerationRequest:
+        interaction = by_id[iid]
+        return GenerationRequest(
+            messages=extraction_messages(
+                interaction.content, max_chars=settings.extract_input_chars
+            ),
+            json_schema=schema,
+            max_tokens=retry.max_tokens if retry else settings.extract_max_tokens,
+            temperature=retry.temperature if retry else 0.0,
+            seed=settings.seed + iid,
+            task_type=TASK_TYPE,
+            interaction_id=iid,
+            priority=priority_of(interaction.metadata_).value,
+        )
+
+    attempts = generate_with_retries(
+        engine,
+        list(by_id),
+        request=request,
+        parse=parse_output,
+        decide=lambda attempt, exc: retry_decision(attempt, exc, settings),
+        task_type=TASK_TYPE,
+        route_reasons=route_reasons,
+    )
+    out.llm_calls = len(attempts.calls)
+    out.tokens_in, out.tokens_out = attempts.tokens_in, attempts.tokens_out
+    out.generate_seconds = attempts.seconds
+
+    method = extraction_method(engine)
     with db.session() as session:
-        session.execute(insert(LLMCall), calls)
-        for work in pending:
+        session.execute(insert(LLMCall), attempts.calls)
+        for row in rows:
+            result, failure = attempts.results.get(row.id), attempts.failed.get(row.id)
+            if row.id in attempts.deferred or (keep_failures and result is None):
+                out.deferred[row.id] = attempts.deferred.get(row.id) or failure or "deferred"
+                continue
+            work = _Work(row, attempts.attempts[row.id], result, failure)
             with session.begin_nested():
-                _write_one(session, work, key, engine.model_name, settings, out)
+                _write_one(session, work, key, engine.model_name, method, settings, out)
     log.info(
         "extract_batch_done",
-        batch=len(pending),
+        provider=engine.provider,
+        batch=len(rows),
         extracted=len(out.extracted),
         failed=len(out.failed),
+        deferred=len(out.deferred),
         patterns=len(out.pattern_ids),
         relationships=out.relationships,
         tokens_out=out.tokens_out,
@@ -330,6 +303,7 @@ def _write_one(
     work: _Work,
     key: str,
     model_name: str,
+    method: str,
     settings: Settings,
     out: ExtractionBatchResult,
 ) -> None:
@@ -346,6 +320,13 @@ def _write_one(
         inter.processed_at = now  # type: ignore[assignment]
         inter.updated_at = now  # type: ignore[assignment]
         out.failed[inter.id] = work.error or "unknown error"
+        log.warning(
+            "interaction_failed",
+            interaction_id=inter.id,
+            project=str(inter.project_id),
+            attempts=work.attempt,
+            error=work.error,
+        )
         return
     rows = [
         {
@@ -354,7 +335,7 @@ def _write_one(
             "title": p.title,
             "content": {"description": p.description, "evidence": p.evidence},
             "confidence": p.confidence,
-            "extraction_method": "local_llm",
+            "extraction_method": method,
             "extraction_model": model_name,
             "extraction_confidence": p.confidence,
             "extraction_key": key,
@@ -405,7 +386,7 @@ def _write_one(
                             "source_title": r.relationship.source,
                             "target_title": r.relationship.target,
                         },
-                        "extraction_method": "local_llm",
+                        "extraction_method": method,
                         "extraction_model": model_name,
                         "source_interaction_id": inter.id,
                     }
@@ -449,3 +430,29 @@ def _write_one(
     )
     out.extracted.append(inter.id)
     out.pattern_ids.extend(pid for pid, _ in stored)
+
+
+def mark_failed(db: Database, failures: Mapping[int, str]) -> None:
+    """Mark still-waiting interactions ``failed`` with their reasons (id → reason), in one
+    statement; ones another run finished meanwhile are left alone."""
+    if not failures:
+        return
+    waiting = [InteractionStatus.RECEIVED.value, InteractionStatus.QUEUED.value]
+    with db.session() as session:
+        session.execute(
+            # Core table: an executemany UPDATE with our own WHERE (the ORM form would be a
+            # bulk update by primary key).
+            update(_INTERACTIONS)
+            .where(
+                _INTERACTIONS.c.id == bindparam("iid"),
+                # Not IN (...): expanding parameters cannot go with executemany.
+                or_(*(_INTERACTIONS.c.status == w for w in waiting)),
+            )
+            .values(
+                status=InteractionStatus.FAILED.value,
+                last_error=bindparam("reason"),
+                processed_at=func.now(),
+                updated_at=func.now(),
+            ),
+            [{"iid": iid, "reason": reason} for iid, reason in sorted(failures.items())],
+        )

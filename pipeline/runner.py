@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 
 from pipeline.db.engine import Database
 from pipeline.db.models import TERMINAL_STATUSES, Interaction, InteractionStatus, LLMCall, Pattern
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import PipelineError
 from pipeline.ingest import MalformedRecord, Normalized, read_records, store
-from pipeline.settings import Settings
+from pipeline.settings import Settings, TaskType
 from pipeline.stats import interaction_outcomes
 
 log = structlog.get_logger(__name__)
@@ -85,6 +85,26 @@ def ingest_paths(
     return report
 
 
+#: Requests per Message Batch that ``run --claude-batch`` submits (the API takes up to 100,000
+#: or 256 MB per batch; smaller batches end sooner and fail smaller).
+CLAUDE_BATCH_CHUNK = 1000
+
+
+def pending_analyses(db: Database, interaction_ids: Sequence[int]) -> list[int]:
+    """The given interactions whose strategic analysis is ``pending``, by id."""
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Interaction.id)
+                .where(
+                    Interaction.id.in_(list(interaction_ids)),
+                    Interaction.analysis_status == "pending",
+                )
+                .order_by(Interaction.id)
+            ).all()
+        )
+
+
 #: Statuses of interactions that still wait for extraction.
 PENDING = (InteractionStatus.RECEIVED, InteractionStatus.QUEUED)
 
@@ -111,7 +131,7 @@ def pending_ids(
 def publish_pending(
     db: Database, dispatcher: Dispatcher, interaction_ids: Sequence[int], batch_size: int,
     progress: Progress | None = None, statuses: Sequence[InteractionStatus] = PENDING,
-    check: bool = True,
+    check: bool = True, claude_mode: str = "sync",
 ) -> int:  # fmt: skip
     """Publish one extract task per ``batch_size`` of the given interactions not yet done
     (status in ``statuses``: ``patterns ingest`` passes only ``received``, leaving ``queued``
@@ -120,7 +140,8 @@ def publish_pending(
 
     Each batch is marked ``queued`` (``queued_at`` = now) after it is published, only where it
     is still ``received`` or ``queued`` (in eager mode the task has already finished it), and
-    every published interaction's ``attempts`` grows by one. Returns the number published.
+    every published interaction's ``attempts`` grows by one. ``claude_mode`` goes with the task
+    (``batch``: Claude work through the Message Batches API). Returns the number published.
 
     Raises:
         RetryableError: the broker cannot be reached (the batch stays as it was).
@@ -132,7 +153,7 @@ def publish_pending(
     done = 0
     for start in range(0, len(pending), batch_size):
         batch = list(pending[start : start + batch_size])
-        dispatcher.extract(batch)
+        dispatcher.extract(batch, claude_mode=claude_mode)
         with db.session() as session:
             # Every publish is a delivery attempt, whatever the status (eager mode finished it);
             # only waiting ones become queued. One statement: this runs in the request path.
@@ -154,15 +175,18 @@ def publish_pending(
     return len(pending)
 
 
-def unfinished(db: Database, interaction_ids: Sequence[int]) -> tuple[int, int]:
-    """``(interactions not in a terminal status, their patterns not yet embedded)``."""
+def unfinished(
+    db: Database, interaction_ids: Sequence[int], *, analyses: bool = True
+) -> tuple[int, int]:
+    """``(interactions not in a terminal status, or with a pending strategic analysis when
+    ``analyses``; their patterns not yet embedded)``."""
     ids = list(interaction_ids)
+    waiting: ColumnElement[bool] = Interaction.status.not_in([s.value for s in TERMINAL_STATUSES])
+    if analyses:
+        waiting = or_(waiting, Interaction.analysis_status == "pending")
     with db.session() as session:
         open_interactions = session.scalar(
-            select(func.count()).where(
-                Interaction.id.in_(ids),
-                Interaction.status.not_in([s.value for s in TERMINAL_STATUSES]),
-            )
+            select(func.count()).where(Interaction.id.in_(ids), waiting)
         )
         unembedded = session.scalar(
             select(func.count()).where(
@@ -174,9 +198,10 @@ def unfinished(db: Database, interaction_ids: Sequence[int]) -> tuple[int, int]:
 
 def wait_until_done(
     db: Database, interaction_ids: Sequence[int], *, timeout_s: float, poll_s: float,
-    progress: Progress | None = None,
+    progress: Progress | None = None, analyses: bool = True,
 ) -> None:  # fmt: skip
-    """Poll the database until every interaction is terminal and every pattern embedded.
+    """Poll the database until every interaction is terminal, every pattern embedded and (with
+    ``analyses``) no strategic analysis pending.
 
     Raises:
         RunTimeout: not done within ``timeout_s``.
@@ -184,7 +209,7 @@ def wait_until_done(
     deadline = time.monotonic() + timeout_s
     total = len(interaction_ids)
     while True:
-        open_count, unembedded = unfinished(db, interaction_ids)
+        open_count, unembedded = unfinished(db, interaction_ids, analyses=analyses)
         if progress:
             progress("wait", total - open_count, total)
         if open_count == 0 and unembedded == 0:
@@ -207,8 +232,12 @@ def run(
     limit: int | None = None,
     progress: Progress | None = None,
     warm_up: Callable[[], None] | None = None,
+    claude_batch: bool = False,
 ) -> dict[str, Any]:
     """Process ``paths`` to completion and return the summary (the ``--json`` object).
+
+    ``claude_batch``: work routed to Claude goes through the Message Batches API (half price,
+    slower) instead of one Messages call per request.
 
     ``warm_up`` (eager mode) loads the models before the clock for processing starts, so
     ``processing_seconds`` and ``output_tokens_per_s`` measure the pipeline, not start-up.
@@ -228,13 +257,30 @@ def run(
         load_seconds = time.perf_counter() - t
     processing_started = time.perf_counter()
     published = publish_pending(
-        db, dispatcher, report.interaction_ids, settings.extract_batch_size, progress
-    )
-    if not dispatcher.eager:
+        db, dispatcher, report.interaction_ids, settings.extract_batch_size, progress,
+        claude_mode="batch" if claude_batch else "sync",
+    )  # fmt: skip
+    poll_s = settings.run_poll_s if not dispatcher.eager else 0.05
+    if claude_batch:
+        # Extraction first; the strategic analyses routed to Claude wait, pending, to go out
+        # together in Message Batches of up to CLAUDE_BATCH_CHUNK requests.
         wait_until_done(
-            db, report.interaction_ids, timeout_s=settings.run_timeout_s,
-            poll_s=settings.run_poll_s, progress=progress,
+            db, report.interaction_ids, timeout_s=settings.run_timeout_s, poll_s=poll_s,
+            progress=progress, analyses=False,
         )  # fmt: skip
+        waiting = pending_analyses(db, report.interaction_ids)
+        for start in range(0, len(waiting), CLAUDE_BATCH_CHUNK):
+            dispatcher.claude(
+                waiting[start : start + CLAUDE_BATCH_CHUNK],
+                TaskType.STRATEGIC_ANALYSIS.value,
+                claude_mode="batch",
+            )
+    # Even in process, a Claude share deferred to the local queue or an analysis queued after
+    # extraction may still be waiting when the publishing call returns: wait for the database.
+    wait_until_done(
+        db, report.interaction_ids, timeout_s=settings.run_timeout_s, poll_s=poll_s,
+        progress=progress,
+    )  # fmt: skip
     processing = time.perf_counter() - processing_started
     seconds = time.perf_counter() - started
     with db.session() as session:

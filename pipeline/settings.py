@@ -7,14 +7,58 @@ entry point with :func:`get_settings` and pass it down; nothing deeper reads the
 
 from __future__ import annotations
 
+from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_NAME = "pattern-pipeline"
+
+
+class TaskType(StrEnum):
+    """The kinds of model work the router places (from the mission). The first three usually run
+    on the local model, the last three usually on Claude."""
+
+    PATTERN_EXTRACTION = "pattern_extraction"
+    RELATIONSHIP_MAPPING = "relationship_mapping"
+    CONTENT_ANALYSIS = "content_analysis"
+    STRATEGIC_ANALYSIS = "strategic_analysis"
+    COMPLEX_REASONING = "complex_reasoning"
+    DECISION_MAKING = "decision_making"
+
+
+class Strategy(StrEnum):
+    """How work is split between the local model and Claude (``PATTERNS_LLM_STRATEGY``)."""
+
+    CLAUDE_ONLY = "claude_only"
+    LOCAL_ONLY = "local_only"
+    HYBRID = "hybrid"
+    LOCAL_FALLBACK = "local_fallback"
+
+
+#: Complexity (0-1) from which a task type is worth sending to Claude (the mission's defaults).
+DEFAULT_COMPLEXITY_THRESHOLDS: dict[TaskType, float] = {
+    TaskType.PATTERN_EXTRACTION: 0.3,
+    TaskType.RELATIONSHIP_MAPPING: 0.4,
+    TaskType.CONTENT_ANALYSIS: 0.2,
+    TaskType.STRATEGIC_ANALYSIS: 0.8,
+    TaskType.COMPLEX_REASONING: 0.9,
+    TaskType.DECISION_MAKING: 0.7,
+}
+
+#: How well the local model does each task type, 0-1 (the mission's defaults).
+DEFAULT_LOCAL_CAPABILITY: dict[TaskType, float] = {
+    TaskType.PATTERN_EXTRACTION: 0.85,
+    TaskType.RELATIONSHIP_MAPPING: 0.75,
+    TaskType.CONTENT_ANALYSIS: 0.90,
+    TaskType.STRATEGIC_ANALYSIS: 0.40,
+    TaskType.COMPLEX_REASONING: 0.30,
+    TaskType.DECISION_MAKING: 0.45,
+}
 
 
 def _default_data_dir() -> Path:
@@ -55,6 +99,14 @@ class Settings(BaseSettings):
     )
     github_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("GITHUB_WEBHOOK_SECRET")
+    )
+    github_webhook_secret_previous: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "GITHUB_WEBHOOK_SECRET_PREVIOUS", "PATTERNS_GITHUB_WEBHOOK_SECRET_PREVIOUS"
+        ),
+        description="While rotating the webhook secret: the old one, still accepted, so "
+        "deliveries signed before GitHub has the new secret are not rejected. Unset it after.",
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
@@ -161,6 +213,128 @@ class Settings(BaseSettings):
         default=None,
         description="tsc used to check suggested fixes. Unset: `tsc` on PATH, else "
         ".tools/node_modules/.bin/tsc (installed by `make install` where npm exists).",
+    )
+
+    # --- routing, Claude and the daily budget -------------------------------------------------
+    llm_strategy: Strategy = Field(
+        default=Strategy.HYBRID, description="claude_only | local_only | hybrid | local_fallback."
+    )
+    complexity_thresholds: dict[TaskType, float] = Field(
+        default_factory=lambda: dict(DEFAULT_COMPLEXITY_THRESHOLDS),
+        description="Per task type, the complexity from which Claude is considered. JSON; the "
+        "types given replace the defaults, the others keep them.",
+    )
+    local_capability: dict[TaskType, float] = Field(
+        default_factory=lambda: dict(DEFAULT_LOCAL_CAPABILITY),
+        description="Per task type, how well the local model does it (0-1). JSON, merged as above.",
+    )
+    local_preference: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="A task type whose local capability reaches this stays local in `hybrid`.",
+    )
+    daily_budget_usd: Decimal = Field(
+        default=Decimal("50"), ge=0, description="Claude spend cap per UTC day, in USD."
+    )
+    emergency_budget_usd: Decimal = Field(
+        default=Decimal("100"),
+        ge=0,
+        description="Cap per UTC day for `emergency` priority calls (spend of all priorities "
+        "counts against it), in USD.",
+    )
+    claude_model: str = Field(default="claude-sonnet-5-5", description="Claude model id.")
+    claude_max_tokens: int = Field(
+        default=1024, ge=16, description="max_tokens per Claude call (priced into reservations)."
+    )
+    claude_max_retries: int = Field(
+        default=4, ge=0, description="SDK retries on 408/409/429/5xx/529, honouring retry-after."
+    )
+    claude_timeout_s: float = Field(default=120.0, gt=0)
+    claude_concurrency: int = Field(
+        default=8, ge=1, description="Claude requests in flight per claude task."
+    )
+    claude_batch_poll_s: float = Field(
+        default=30.0, gt=0, description="Seconds between Message Batches status polls."
+    )
+    claude_batch_max_rounds: int = Field(
+        default=3,
+        ge=1,
+        description="Submissions per request in `run --claude-batch`: errored or expired "
+        "requests are submitted again until this many rounds, then run locally.",
+    )
+    budget_reservation_timeout_s: float = Field(
+        default=900,
+        gt=0,
+        description="A reservation neither settled nor released after this long (its worker "
+        "died) is released by the outbox sweep.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for operator endpoints (GET /v1/costs). Unset: they are open.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of a worker's Prometheus endpoint (task metrics at /metrics), e.g. "
+        "9808; unset: none. Each worker process on one host needs a port of its own.",
+    )
+
+    @field_validator("complexity_thresholds", "local_capability", mode="after")
+    @classmethod
+    def _merge_defaults(
+        cls, value: dict[TaskType, float], info: ValidationInfo
+    ) -> dict[TaskType, float]:
+        field = info.field_name
+        defaults = (
+            DEFAULT_COMPLEXITY_THRESHOLDS
+            if field == "complexity_thresholds"
+            else DEFAULT_LOCAL_CAPABILITY
+        )
+        merged = {**defaults, **value}
+        for task, score in merged.items():
+            if not 0 <= score <= 1:
+                raise ValueError(f"{field}[{task}] must be between 0 and 1, got {score}")
+        return merged
+
+    # --- operations ----------------------------------------------------------------------------
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLOWER_BASIC_AUTH", "PATTERNS_FLOWER_BASIC_AUTH"),
+        description="Flower's basic auth, `user:password`, several comma-separated. Unset: "
+        "`patterns flower` refuses to start unless given --no-auth.",
+    )
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_address: str = Field(
+        default="127.0.0.1",
+        description="Address Flower listens on; 0.0.0.0 in containers (behind auth).",
+    )
+    # Flower's own FLOWER_* names are accepted too, so one environment serves `patterns flower`
+    # and `celery flower` alike.
+    flower_db: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FLOWER_DB", "PATTERNS_FLOWER_DB"),
+        description="Flower's persistent state file. Unset: data_dir/flower.db.",
+    )
+    flower_persistent: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("FLOWER_PERSISTENT", "PATTERNS_FLOWER_PERSISTENT"),
+        description="Flower saves its task history and reloads it on start.",
+    )
+    flower_state_save_interval_ms: int = Field(
+        default=60000,
+        ge=0,
+        validation_alias=AliasChoices(
+            "FLOWER_STATE_SAVE_INTERVAL", "PATTERNS_FLOWER_STATE_SAVE_INTERVAL_MS"
+        ),
+        description="Milliseconds between saves of Flower's state (0: only on shutdown).",
+    )
+    flower_max_tasks: int = Field(
+        default=10000,
+        ge=1,
+        validation_alias=AliasChoices("FLOWER_MAX_TASKS", "PATTERNS_FLOWER_MAX_TASKS"),
+        description="Tasks Flower keeps in memory (and in its state file).",
     )
 
     # --- relationship resolution -------------------------------------------------------------

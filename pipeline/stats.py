@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from pipeline.attempts import OUTCOME_DEFERRED
 from pipeline.db.models import (
     Base,
     Interaction,
@@ -15,6 +16,7 @@ from pipeline.db.models import (
     Pattern,
     PatternRelationship,
     PatternValidation,
+    Recommendation,
 )
 
 
@@ -23,7 +25,10 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> dict[str, Any]
 
     Returns keys ``interactions``, ``by_status`` (status → n), ``patterns``, ``embedded``,
     ``relationships``, ``validations`` (recorded by these interactions' patterns),
-    ``llm_calls`` (provider → n, retries included), ``tokens_in``, ``tokens_out``, ``cost_usd``.
+    ``llm_calls`` (provider → n, retries included; calls the budget deferred are not counted),
+    ``tokens_in``, ``tokens_out``, ``cost_usd``, ``recommendations``, ``analyses`` (analysis
+    status → n), ``deferred_to_local`` (Claude calls the budget or Claude's availability sent
+    back to the local model) and ``failure_reasons`` (last error → n over failed ones).
     """
     id_list = list(ids)
     by_status = dict(
@@ -55,13 +60,35 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> dict[str, Any]
             func.coalesce(func.sum(LLMCall.tokens_out), 0),
             func.coalesce(func.sum(LLMCall.cost_usd), 0),
         )
-        .where(LLMCall.interaction_id.in_(id_list))
+        .where(LLMCall.interaction_id.in_(id_list), LLMCall.outcome != OUTCOME_DEFERRED)
         .group_by(LLMCall.provider)
     ).all():
         calls[provider] = int(n)
         tokens_in += int(tin)
         tokens_out += int(tout)
         cost += float(usd)
+    recommendations = session.scalar(
+        select(func.count()).where(Recommendation.interaction_id.in_(id_list))
+    )
+    analyses = dict(
+        session.execute(
+            select(Interaction.analysis_status, func.count())
+            .where(Interaction.id.in_(id_list), Interaction.analysis_status.is_not(None))
+            .group_by(Interaction.analysis_status)
+        ).all()
+    )
+    deferred = session.scalar(
+        select(func.count()).where(
+            LLMCall.interaction_id.in_(id_list), LLMCall.outcome == OUTCOME_DEFERRED
+        )
+    )
+    reasons = dict(
+        session.execute(
+            select(Interaction.last_error, func.count())
+            .where(Interaction.id.in_(id_list), Interaction.status.in_(["failed", "dead"]))
+            .group_by(Interaction.last_error)
+        ).all()
+    )
     return {
         "interactions": len(set(id_list)),
         "by_status": {k: int(v) for k, v in by_status.items()},
@@ -73,6 +100,10 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> dict[str, Any]
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "cost_usd": round(cost, 6),
+        "recommendations": int(recommendations or 0),
+        "analyses": {str(k): int(v) for k, v in analyses.items()},
+        "deferred_to_local": int(deferred or 0),
+        "failure_reasons": {str(k): int(v) for k, v in reasons.items()},
     }
 
 

@@ -144,3 +144,13 @@ def _die_with_parent() -> None:
 def die_with_parent() -> object:
     """The ``preexec_fn`` that ties a spawned process's life to the test process."""
     return _die_with_parent
+
+
+@pytest.fixture()
+def messages_api() -> Iterator[object]:
+    """A started :class:`support.messages_api.MessagesAPIServer` on loopback (the stand-in for
+    api.anthropic.com); point the real SDK at ``messages_api.base_url``. Stopped after the test."""
+    from support.messages_api import MessagesAPIServer
+
+    with MessagesAPIServer() as server:
+        yield server

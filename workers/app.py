@@ -4,6 +4,10 @@ With ``REDIS_URL`` set, tasks travel through Redis to ``patterns worker`` proces
 the same tasks run in the calling process (``task_always_eager``), which is how ``patterns run``
 works on a machine with nothing but Python.
 
+Monitoring: workers send task events and producers the ``task-sent`` event, for Flower
+(``patterns flower``); the argument strings those events carry are redacted
+(:mod:`workers.redaction`).
+
 Reliability: ``acks_late`` with ``task_reject_on_worker_lost`` and prefetch 1, so a killed worker's
 task goes back to the queue; Redis re-delivers an unacknowledged task after the visibility timeout,
 which must exceed the longest task (an extract batch), or the task would run twice at once
@@ -15,11 +19,14 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from pipeline.errors import RetryableError
+from pipeline.routing import QUEUE_CLAUDE, QUEUE_LOCAL
 from pipeline.settings import Settings, get_settings
+from workers import logcontext  # noqa: F401  (its task signals bind task_id; eager runs too)
+from workers.redaction import RedactingAMQP
 
-QUEUE_EXTRACT = "extract.local"
+QUEUE_EXTRACT = QUEUE_LOCAL
 QUEUE_EMBED = "embed"
-QUEUE_CLAUDE = "claude"
 QUEUE_ERRORFIX = "errorfix"
 QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
 
@@ -29,10 +36,21 @@ QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
 #: Feedback follows embedding on the embed workers (CPU, network).
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "patterns.extract_batch": {"queue": QUEUE_EXTRACT},
+    "patterns.analyze_local": {"queue": QUEUE_EXTRACT},
+    "patterns.claude_batch": {"queue": QUEUE_CLAUDE},
     "patterns.embed_patterns": {"queue": QUEUE_EMBED},
     "patterns.sweep_outbox": {"queue": QUEUE_EXTRACT},
     "patterns.post_feedback": {"queue": QUEUE_EMBED},
     "patterns.errorfix_batch": {"queue": QUEUE_ERRORFIX},
+}
+
+#: Retry policy of every task that can meet a passing outage (database, broker, model server):
+#: Celery retries ``RetryableError`` with exponential backoff, at most 600 s apart, 5 times.
+RETRY_POLICY: dict[str, object] = {
+    "autoretry_for": (RetryableError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 600,
+    "max_retries": 5,
 }
 
 #: Seconds between outbox sweeps (DESIGN.md: "the outbox sweeper every minute").
@@ -62,8 +80,11 @@ def make_celery(settings: Settings) -> Celery:
     """Build the Celery app for ``settings`` (Redis broker, or eager in-process execution)."""
     app = Celery(
         "patterns",
+        # Task arguments shown by Flower, events and worker logs are redacted summaries.
+        amqp=RedactingAMQP,
         include=[
             "workers.extract",
+            "workers.claude",
             "workers.embed",
             "workers.outbox",
             "workers.feedback",

@@ -6,18 +6,14 @@ import uuid
 from typing import Any
 
 from pipeline.embeddings import embed_patterns
-from pipeline.errors import RetryableError
 from pipeline.feedback import feedback_candidates
 from workers import resources
-from workers.app import app
+from workers.app import RETRY_POLICY, app
 
 
 @app.task(
     name="patterns.embed_patterns",
-    autoretry_for=(RetryableError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=5,
+    **RETRY_POLICY,
 )
 def embed_patterns_task(pattern_ids: list[str]) -> dict[str, Any]:
     """Embed the given patterns (skipping any already embedded) and record recurrences; with

@@ -5,17 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errorfix import process_batch
-from pipeline.errors import RetryableError
 from workers import resources
-from workers.app import app
+from workers.app import RETRY_POLICY, app
 
 
 @app.task(
     name="patterns.errorfix_batch",
-    autoretry_for=(RetryableError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=3,
+    **{**RETRY_POLICY, "max_retries": 3},
 )
 def errorfix_batch_task(limit: int | None = None) -> dict[str, Any]:
     """Run one batch (a no-op when another batch holds the lock) and return its summary."""

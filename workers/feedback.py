@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import RetryableError
 from pipeline.feedback import HttpxGitHubClient, post_feedback
 from workers import resources
-from workers.app import app
+from workers.app import RETRY_POLICY, app
 
 
 @app.task(
     name="patterns.post_feedback",
-    autoretry_for=(RetryableError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    max_retries=5,
+    **RETRY_POLICY,
 )
 def post_feedback_task(interaction_ids: list[int]) -> dict[str, Any]:
     """Post one comment per eligible delivery of the interactions (needs PATTERNS_GITHUB_TOKEN)."""

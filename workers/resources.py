@@ -18,6 +18,7 @@ _lock = threading.Lock()
 _db: Database | None = None
 _engine: StructuredLLM | None = None
 _embedder: Embedder | None = None
+_claude: dict[bool, StructuredLLM] = {}
 
 
 def settings() -> Settings:
@@ -43,6 +44,22 @@ def engine() -> StructuredLLM:
 
             _engine = VLLMEngine.from_settings(settings())
         return _engine
+
+
+def claude_engine(*, batch: bool = False) -> StructuredLLM:
+    """The process's Claude engine: Messages API, or with ``batch`` the Message Batches API.
+
+    Raises:
+        ConfigurationError: ``ANTHROPIC_API_KEY`` is not set or the model has no price.
+    """
+    database = db()  # takes the lock itself: not under it
+    with _lock:
+        if batch not in _claude:
+            from pipeline.llm.claude import ClaudeBatchEngine, ClaudeEngine
+
+            cls = ClaudeBatchEngine if batch else ClaudeEngine
+            _claude[batch] = cls.from_settings(settings(), database)
+        return _claude[batch]
 
 
 def embedder() -> Embedder:
@@ -71,6 +88,7 @@ def reset() -> None:
     global _db, _engine, _embedder
     with _lock:
         _db = _engine = _embedder = None
+        _claude.clear()
 
 
 def close() -> None:
@@ -80,6 +98,7 @@ def close() -> None:
         engine, _engine = _engine, None
         database, _db = _db, None
         _embedder = None
+        _claude.clear()
     closer = getattr(engine, "close", None)
     if callable(closer):
         closer()

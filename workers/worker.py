@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import structlog
 from celery.signals import worker_init, worker_shutdown
 
+from pipeline.settings import get_settings
 from workers import resources
 from workers.app import ROLE_QUEUES, app
+
+log = structlog.get_logger(__name__)
 
 #: Pool per role. vLLM and torch models live in the worker process itself and the engine spawns
 #: processes of its own, which Celery's prefork children (daemonic) may not do: ``solo``.
@@ -25,8 +29,18 @@ ROLE_ENV = "PATTERNS_WORKER_ROLE"
 @worker_init.connect
 def _preload(**_: Any) -> None:
     role = os.environ.get(ROLE_ENV)
+    # Models first: the vLLM engine starts processes of its own, which must not inherit the
+    # metrics server's thread (a fork with a running thread can deadlock).
     if role:
         resources.preload(role)
+    port = get_settings().worker_metrics_port
+    if port is not None:
+        # Imported here: the module connects its signal handlers on import.
+        from workers.metrics import WORKER_READY, start_metrics_server
+
+        start_metrics_server(port)
+        WORKER_READY.labels(role=role or "unknown").set(1)
+        log.info("worker_metrics_serving", port=port)
 
 
 @worker_shutdown.connect

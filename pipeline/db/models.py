@@ -165,6 +165,11 @@ class Interaction(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     extraction_key: Mapped[str | None] = mapped_column(Text)
+    #: 0-1, from :func:`pipeline.routing.complexity`, set when the interaction is first routed.
+    complexity: Mapped[float | None] = mapped_column(Float)
+    #: Strategic analysis: NULL (not needed), ``pending``, ``done`` or ``failed``.
+    analysis_status: Mapped[str | None] = mapped_column(Text)
+    analysis_error: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -175,8 +180,17 @@ class Interaction(Base):
             "status IN ('received','queued','extracted','failed','dead','skipped')",
             name="interactions_status_check",
         ),
+        CheckConstraint(
+            "analysis_status IN ('pending','done','failed')",
+            name="interactions_analysis_status_check",
+        ),
         Index("ix_interactions_status_updated", "status", "updated_at"),
         Index("ix_interactions_project", "project_id"),
+        Index(
+            "ix_interactions_analysis_pending",
+            "updated_at",
+            postgresql_where=text("analysis_status = 'pending'"),
+        ),
     )
 
 
@@ -420,6 +434,44 @@ class BudgetDay(Base):
     )
 
 
+class BudgetReservation(Base):
+    """Money set aside on a ``budget_days`` row before a call, settled or released after it.
+
+    ``status``: ``reserved`` (call in flight) → ``settled`` (``actual_usd`` is the real cost) or
+    ``released`` (the call did not happen or its worker died; ``reason`` says which).
+    """
+
+    __tablename__ = "budget_reservations"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    day: Mapped[dt.date] = mapped_column(Date)
+    provider: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    task_type: Mapped[str] = mapped_column(Text)
+    interaction_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("interactions.id", ondelete="SET NULL")
+    )
+    priority: Mapped[str] = mapped_column(Text, server_default="normal")
+    amount_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+    actual_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    status: Mapped[str] = mapped_column(Text, server_default="reserved")
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        CheckConstraint(
+            "priority IN ('normal','emergency')", name="budget_reservations_priority_check"
+        ),
+        CheckConstraint(
+            "status IN ('reserved','settled','released')", name="budget_reservations_status_check"
+        ),
+        CheckConstraint(
+            "amount_usd >= 0 AND (actual_usd IS NULL OR actual_usd >= 0)",
+            name="budget_reservations_nonnegative",
+        ),
+        Index("ix_budget_reservations_status_created", "status", "created_at"),
+    )
+
+
 class TypeScriptError(Base):
     """A TypeScript compiler diagnostic waiting for (or given) a suggested fix."""
 
@@ -519,7 +571,9 @@ class Recommendation(Base):
         ARRAY(UUID(as_uuid=True)), server_default=text("'{}'::uuid[]")
     )
     model: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)  # local | claude
     created_at: Mapped[dt.datetime] = _created()
+    __table_args__ = (Index("ix_recommendations_interaction", "interaction_id"),)
 
 
 class ApiKey(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 
@@ -11,7 +12,9 @@ from typing import Any, Protocol
 class GenerationRequest:
     """One prompt: chat ``messages``, the JSON schema its output must follow, and sampling.
 
-    ``temperature`` 0 is greedy decoding; ``seed`` makes sampled decoding repeatable.
+    ``temperature`` 0 is greedy decoding; ``seed`` makes sampled decoding repeatable (engines
+    that cannot honour them, such as Claude, ignore both). ``task_type``, ``interaction_id`` and
+    ``priority`` describe the work for budget reservations and ``llm_calls``.
     """
 
     messages: list[dict[str, str]]
@@ -19,18 +22,32 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     seed: int | None = None
+    task_type: str | None = None
+    interaction_id: int | None = None
+    priority: str = "normal"
 
 
 @dataclass(frozen=True)
 class Generation:
-    """One output. ``finish_reason`` is ``stop``, ``length`` (hit ``max_tokens``) or ``error``
-    (not generated: ``error`` says why, e.g. the prompt does not fit the context)."""
+    """One output.
+
+    ``finish_reason`` is ``stop``, ``length`` (hit ``max_tokens``), ``error`` (not generated and
+    never will be: ``error`` says why, e.g. the prompt does not fit the context) or ``deferred``
+    (not generated here, but another engine may: the day's budget could not admit the call, or
+    the provider stayed unavailable through its retries; the caller routes the work elsewhere).
+    Token counts are the provider's (``tokens_in`` excludes cache reads and writes);
+    ``cost_usd`` is the settled price of the call (0 for the local model).
+    """
 
     text: str
     finish_reason: str
     tokens_in: int
     tokens_out: int
     error: str | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: int | None = None
 
 
 class StructuredLLM(Protocol):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,15 +41,6 @@ def _head(src: Path, dest: Path, n: int) -> Path:
         lines = [next(fh) for _ in range(n)]
     dest.write_text("".join(lines))
     return dest
-
-
-@pytest.fixture()
-def data_dir() -> Iterator[Path]:
-    """A data folder the embedded server's own user can enter (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="pt-e2e-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_run_20_deliveries_on_embedded_default(
@@ -143,9 +132,24 @@ def test_distributed_run_matches_in_process_run(
         DATABASE_URL=pg_server.get_uri(database="e2e_dist"),  # type: ignore[attr-defined]
         REDIS_URL=redis_url, PATTERNS_RUN_TIMEOUT_S="600", **common,
     )  # fmt: skip
-    worker = _start_worker(dist_env, tmp_path / "worker.log", die_with_parent)
+    metrics_port = _free_port()
+    worker = _start_worker(
+        {**dist_env, "PATTERNS_WORKER_METRICS_PORT": str(metrics_port)},
+        tmp_path / "worker.log",
+        die_with_parent,
+    )
     try:
         dist = _run(["run", str(data), "--json"], dist_env)
+        # The worker's own Prometheus endpoint counted the tasks it ran.
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+        }
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -160,3 +164,16 @@ def test_distributed_run_matches_in_process_run(
     assert dist["embedded"] == dist["patterns"]
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert "patterns.extract_batch" in log and "patterns.embed_patterns" in log
+    for task in ("patterns.extract_batch", "patterns.embed_patterns"):
+        done = samples.get(("celery_tasks_total", (("name", task), ("state", "succeeded"))), 0)
+        assert done >= 1, task
+        assert samples[("celery_task_runtime_seconds_count", (("name", task),))] >= done
+    assert samples[("patterns_worker_ready", (("role", "all"),))] == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

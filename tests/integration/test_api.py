@@ -112,6 +112,24 @@ def test_github_test_vector_passes_the_signature_check(db: Database, live_server
     assert _counts(db) == (0, 0)
 
 
+def test_previous_secret_is_accepted_while_rotating(db: Database, live_server: Serve) -> None:
+    """With GITHUB_WEBHOOK_SECRET_PREVIOUS set, deliveries signed with either secret pass;
+    any other secret is still 401."""
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=None, redis_url=None, github_webhook_secret="new-secret",
+        github_webhook_secret_previous="old-secret",
+    )  # fmt: skip
+    body = b"Hello, World!"
+    with live_server(create_app(settings, db=db)) as url:
+        for n, (secret, expected) in enumerate(
+            [("new-secret", 400), ("old-secret", 400), ("other", 401)]
+        ):
+            headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": f"rot-{n}",
+                       "X-Hub-Signature-256": sign(secret, body)}  # fmt: skip
+            resp = httpx.post(f"{url}/webhooks/github", content=body, headers=headers)
+            assert resp.status_code == expected, secret
+
+
 @pytest.mark.parametrize(
     "signature",
     [

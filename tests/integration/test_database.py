@@ -136,8 +136,22 @@ def test_connect_migrates_an_empty_database(pg_server: object) -> None:
     url = pg_server.get_uri(database=name)  # type: ignore[attr-defined]  # libpq style on purpose
     database = Database.connect(Settings(database_url=url))
     with database.session() as s:
-        assert s.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert s.scalar(text("SELECT version_num FROM alembic_version")) == _head()
     database.dispose()
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
     admin.dispose()
+
+
+def _head() -> str:
+    """The newest revision in migrations/versions."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pipeline.db.engine import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head

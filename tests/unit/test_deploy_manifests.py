@@ -225,7 +225,8 @@ def test_compose_infrastructure_images_and_healthchecks(
         test = services[name]["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL"), (name, test)
         assert not services[name]["healthcheck"].get("disable", False), name
-    assert any("/healthz" in part for part in services["api"]["healthcheck"]["test"])
+    # Healthy only while the database and broker answer (readiness, not just liveness).
+    assert any("/readyz" in part for part in services["api"]["healthcheck"]["test"])
     assert services["api"]["command"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]
     assert any(str(p).endswith(":8000") for p in services["api"]["ports"])
 
@@ -440,7 +441,8 @@ def test_kubernetes_migrate_job_and_api_service() -> None:
     assert {"api", "flower", "redis"} <= services
     (api,) = _containers(DEPLOYMENTS["api"])
     assert api["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]
-    assert api["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 # --- KEDA -------------------------------------------------------------------------------------

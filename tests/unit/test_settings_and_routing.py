@@ -247,6 +247,8 @@ def test_queue_names() -> None:
 def test_task_routes() -> None:
     assert TASK_ROUTES == {
         "patterns.extract_batch": {"queue": "extract.local"},
+        "patterns.analyze_local": {"queue": "extract.local"},
+        "patterns.claude_batch": {"queue": "claude"},
         "patterns.embed_patterns": {"queue": "embed"},
         "patterns.sweep_outbox": {"queue": "extract.local"},
         "patterns.post_feedback": {"queue": "embed"},
@@ -305,6 +307,7 @@ def test_published_tasks_land_on_their_queue_only(env: pytest.MonkeyPatch) -> No
 
 def test_registered_tasks_match_routes() -> None:
     """The task modules register exactly the routed names on the module-level app."""
+    import workers.claude
     import workers.embed
     import workers.errorfix
     import workers.extract
@@ -313,6 +316,8 @@ def test_registered_tasks_match_routes() -> None:
     from workers.app import app
 
     assert workers.extract.extract_batch_task.name == "patterns.extract_batch"
+    assert workers.extract.analyze_local_task.name == "patterns.analyze_local"
+    assert workers.claude.claude_batch_task.name == "patterns.claude_batch"
     assert workers.embed.embed_patterns_task.name == "patterns.embed_patterns"
     assert workers.outbox.sweep_outbox_task.name == "patterns.sweep_outbox"
     assert workers.feedback.post_feedback_task.name == "patterns.post_feedback"
