@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
+from typing import Any
 
 import structlog
 from sqlalchemy import select, text
@@ -253,14 +255,7 @@ def reserve(
 
 
 def settle(db: Database, reservation_id: uuid.UUID, actual_usd: Decimal) -> bool:
-    """Record the real cost of a reserved call: the reservation becomes ``settled`` and the day's
-    ``reserved_usd`` drops by its amount while ``spent_usd`` grows by ``actual_usd``.
-
-    Idempotent: settling again (or settling a released reservation) moves nothing and returns
-    ``False``. One exception: a reservation released by :func:`release_stale` (its worker looked
-    dead but the call did happen) is settled late, adding ``actual_usd`` to ``spent_usd`` only,
-    so real spend is never lost. An actual cost above the reserved amount (the worst case was
-    counted wrong) is recorded as is, with a warning.
+    """Record the real cost of one reserved call: :func:`settle_many` for one reservation.
 
     Returns:
         ``True`` when this call moved the money.
@@ -268,85 +263,143 @@ def settle(db: Database, reservation_id: uuid.UUID, actual_usd: Decimal) -> bool
     Raises:
         ValueError: a negative cost.
     """
-    actual = Decimal(actual_usd).quantize(USD_QUANTUM)
-    if actual < 0:
-        raise ValueError(f"actual_usd must be >= 0, got {actual_usd}")
+    return reservation_id in settle_many(db, {reservation_id: actual_usd})
+
+
+def settle_many(db: Database, actual_by_reservation: Mapping[uuid.UUID, Decimal]) -> set[uuid.UUID]:
+    """Record the real cost of reserved calls, in one transaction: each reservation becomes
+    ``settled`` and its day's ``reserved_usd`` drops by its amount while ``spent_usd`` grows by
+    its actual cost (USD).
+
+    Idempotent: settling again (or settling a released reservation) moves nothing. One
+    exception: a reservation released by :func:`release_stale` (its worker looked dead but the
+    call did happen) is settled late, adding its actual cost to ``spent_usd`` only, so real spend
+    is never lost. An actual cost above the reserved amount (the worst case was counted wrong)
+    is recorded as is, with a warning. Rows are locked and day rows updated in key order, so
+    concurrent settles cannot deadlock.
+
+    Returns:
+        The reservations this call moved money for (unknown ids are left out).
+
+    Raises:
+        ValueError: a negative cost (nothing is settled).
+    """
+    actual: dict[uuid.UUID, Decimal] = {}
+    for rid, amount_usd in actual_by_reservation.items():
+        actual[rid] = Decimal(amount_usd).quantize(USD_QUANTUM)
+        if actual[rid] < 0:
+            raise ValueError(f"actual_usd must be >= 0, got {amount_usd}")
+    if not actual:
+        return set()
     with db.session() as session:
-        row = session.execute(
+        rows = session.execute(
             text(
-                "SELECT status, reason, amount_usd, day, provider, model "
-                "FROM budget_reservations WHERE id = :id FOR UPDATE"
+                "SELECT id, status, reason, amount_usd, day, provider, model "
+                "FROM budget_reservations WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
             ),
-            {"id": reservation_id},
-        ).first()
-        if row is None:
-            return False
-        status, reason, day, provider, model = row[0], row[1], row[3], row[4], row[5]
-        amount: Decimal = row[2]
-        late = status == "released" and reason == STALE_REASON
-        if status != "reserved" and not late:
-            return False
+            {"ids": list(actual)},
+        ).all()
+        late = {r.id for r in rows if r.status == "released" and r.reason == STALE_REASON}
+        moved = [r for r in rows if r.status == "reserved" or r.id in late]
+        if not moved:
+            return set()
         session.execute(
             text(
                 "UPDATE budget_reservations SET status = 'settled', actual_usd = :actual, "
                 "finished_at = now() WHERE id = :id"
             ),
-            {"actual": actual, "id": reservation_id},
+            [{"actual": actual[r.id], "id": r.id} for r in moved],
         )
+        held: dict[tuple[dt.date, str], Decimal] = {}
+        spent: dict[tuple[dt.date, str], Decimal] = {}
+        for r in moved:
+            key = (r.day, r.provider)
+            held[key] = held.get(key, _ZERO) + (_ZERO if r.id in late else r.amount_usd)
+            spent[key] = spent.get(key, _ZERO) + actual[r.id]
         session.execute(
             text(
                 "UPDATE budget_days SET reserved_usd = reserved_usd - :held, "
                 "spent_usd = spent_usd + :actual, updated_at = now() "
                 "WHERE day = :d AND provider = :p"
             ),
-            {"held": _ZERO if late else amount, "actual": actual, "d": day, "p": provider},
+            [
+                {"held": held[key], "actual": spent[key], "d": key[0], "p": key[1]}
+                for key in sorted(held)
+            ],
         )
-    if actual > amount:
-        log.warning(
-            "budget_actual_above_reserved",
-            reservation=str(reservation_id),
-            model=model,
-            reserved_usd=str(amount),
-            actual_usd=str(actual),
-        )
-    if late:
-        log.warning(
-            "budget_settled_after_stale_release",
-            reservation=str(reservation_id),
-            model=model,
-            actual_usd=str(actual),
-        )
-    return True
+    for r in moved:
+        if actual[r.id] > r.amount_usd:
+            log.warning(
+                "budget_actual_above_reserved",
+                reservation=str(r.id),
+                model=r.model,
+                reserved_usd=str(r.amount_usd),
+                actual_usd=str(actual[r.id]),
+            )
+        if r.id in late:
+            log.warning(
+                "budget_settled_after_stale_release",
+                reservation=str(r.id),
+                model=r.model,
+                actual_usd=str(actual[r.id]),
+            )
+    return {r.id for r in moved}
 
 
 def release(db: Database, reservation_id: uuid.UUID, reason: str) -> bool:
-    """Give a reservation's money back (the call was not made): status ``released`` with
-    ``reason``; the day's ``reserved_usd`` drops by its amount.
+    """Give one reservation's money back (the call was not made): :func:`release_many` for one.
 
     Returns:
         ``True`` when this call released it; ``False`` when it was not ``reserved`` (already
         settled or released) or does not exist.
     """
+    return reservation_id in release_many(db, [reservation_id], reason)
+
+
+def release_many(db: Database, reservation_ids: Iterable[uuid.UUID], reason: str) -> set[uuid.UUID]:
+    """Give reservations' money back (their calls were not made), in one transaction: status
+    ``released`` with ``reason``; each day's ``reserved_usd`` drops by their amounts.
+
+    Returns:
+        The reservations this call released; ones not ``reserved`` (already settled or
+        released) or unknown are left out.
+    """
+    ids = list(reservation_ids)
+    if not ids:
+        return set()
     with db.session() as session:
-        row = session.execute(
+        rows = session.execute(
             text(
-                "UPDATE budget_reservations SET status = 'released', reason = :reason, "
-                "finished_at = now() WHERE id = :id AND status = 'reserved' "
-                "RETURNING amount_usd, day, provider"
+                "UPDATE budget_reservations r SET status = 'released', reason = :reason, "
+                "finished_at = now() "
+                "FROM (SELECT id FROM budget_reservations WHERE id = ANY(:ids) "
+                "      AND status = 'reserved' ORDER BY id FOR UPDATE) picked "
+                "WHERE r.id = picked.id RETURNING r.id, r.amount_usd, r.day, r.provider"
             ),
-            {"reason": reason, "id": reservation_id},
-        ).first()
-        if row is None:
-            return False
-        amount, day, provider = row
+            {"reason": reason, "ids": ids},
+        ).all()
+        _drop_reserved(session, rows)
+    return {row[0] for row in rows}
+
+
+def _drop_reserved(session: Session, released: Sequence[Any]) -> None:
+    """Take released reservations' amounts (rows of ``id, amount_usd, day, provider``) off
+    their days' ``reserved_usd``, one UPDATE per day row in key order."""
+    held: dict[tuple[dt.date, str], Decimal] = {}
+    for row in released:
+        key: tuple[dt.date, str] = (row[2], row[3])
+        held[key] = held.get(key, _ZERO) + row[1]
+    if held:
         session.execute(
             text(
-                "UPDATE budget_days SET reserved_usd = reserved_usd - :amt, updated_at = now() "
-                "WHERE day = :d AND provider = :p"
+                "UPDATE budget_days SET reserved_usd = reserved_usd - :amt, "
+                "updated_at = now() WHERE day = :d AND provider = :p"
             ),
-            {"amt": amount, "d": day, "p": provider},
+            [
+                {"amt": amount, "d": day, "p": provider}
+                for (day, provider), amount in sorted(held.items())
+            ],
         )
-    return True
 
 
 def release_stale(db: Database, *, older_than_s: float) -> int:
@@ -371,18 +424,7 @@ def release_stale(db: Database, *, older_than_s: float) -> int:
             ),
             {"reason": STALE_REASON, "age": older_than_s},
         ).all()
-        held: dict[tuple[dt.date, str], Decimal] = {}
-        for row in rows:
-            key: tuple[dt.date, str] = (row[2], row[3])
-            held[key] = held.get(key, _ZERO) + row[1]
-        for (day, provider), amount in sorted(held.items()):
-            session.execute(
-                text(
-                    "UPDATE budget_days SET reserved_usd = reserved_usd - :amt, "
-                    "updated_at = now() WHERE day = :d AND provider = :p"
-                ),
-                {"amt": amount, "d": day, "p": provider},
-            )
+        _drop_reserved(session, rows)
     if rows:
         log.warning(
             "budget_stale_released",

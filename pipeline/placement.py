@@ -83,16 +83,17 @@ def place(
         scores: dict[int, float] = {}
         lengths: dict[int, int] = {}
         priorities: dict[int, budget.Priority] = {}
+        unscored: list[dict[str, object]] = []
         for row in rows:
             priorities[row.id] = priority_of(row.metadata_)
             score = row.complexity
             if score is None:
                 score = complexity(row.content, row.metadata_)
-                session.execute(
-                    update(Interaction).where(Interaction.id == row.id).values(complexity=score)
-                )
+                unscored.append({"id": row.id, "complexity": score})
             scores[row.id] = float(score)
             lengths[row.id] = len(row.content)
+        if unscored:  # one executemany UPDATE by primary key for the batch
+            session.execute(update(Interaction), unscored)
         state = budget.budget_state(session, settings=settings)
     for iid in sorted(scores):
         task = RoutingTask(

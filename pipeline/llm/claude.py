@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -182,9 +183,14 @@ class _Budgeted:
         return _Admitted(reservation, params)
 
     def _settle(self, admitted: _Admitted, message: Any, latency_ms: int) -> Generation:
+        generation = self._generation(message, latency_ms)
+        budget.settle(self._db, admitted.reservation.id, generation.cost_usd)
+        return generation
+
+    def _generation(self, message: Any, latency_ms: int) -> Generation:
+        """The :class:`Generation` of an answered request, priced from its ``usage``."""
         usage = _usage(message.usage)
         cost = pricing.cost_usd(self.model_name, usage, batch=self._batch)
-        budget.settle(self._db, admitted.reservation.id, cost)
         return Generation(
             text=_text(message),
             finish_reason=_finish(message.stop_reason),
@@ -346,6 +352,7 @@ class ClaudeBatchEngine(_Budgeted):
         """
         import anthropic
 
+        reservations = [adm.reservation.id for _, adm in admitted.values()]
         started = time.perf_counter()
         try:
             batch = self._client.messages.batches.create(
@@ -360,24 +367,30 @@ class ClaudeBatchEngine(_Budgeted):
             for item in self._client.messages.batches.results(batch.id):
                 seen[item.custom_id] = item.result
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            for _, adm in admitted.values():
-                budget.release(self._db, adm.reservation.id, "batch submission failed")
+            budget.release_many(self._db, reservations, "batch submission failed")
             return [(i, f"batch failed: {exc}") for i, _ in admitted.values()]
         except BaseException:
-            for _, adm in admitted.values():
-                budget.release(self._db, adm.reservation.id, "interrupted")
+            budget.release_many(self._db, reservations, "interrupted")
             raise
         latency_ms = int((time.perf_counter() - started) * 1000)
         out: list[tuple[int, Generation | str]] = []
+        # One transaction settles the batch, one per kind of failure releases the rest.
+        settled: dict[uuid.UUID, Decimal] = {}
+        unanswered: dict[str, list[uuid.UUID]] = {}
         for cid, (index, adm) in admitted.items():
             result = seen.get(cid)
             kind = getattr(result, "type", "missing")
             if kind == "succeeded":
-                out.append((index, self._settle(adm, result.message, latency_ms)))  # type: ignore[union-attr]
+                generation = self._generation(result.message, latency_ms)  # type: ignore[union-attr]
+                settled[adm.reservation.id] = generation.cost_usd
+                out.append((index, generation))
                 continue
-            budget.release(self._db, adm.reservation.id, f"batch result {kind}")
+            unanswered.setdefault(f"batch result {kind}", []).append(adm.reservation.id)
             detail = getattr(getattr(getattr(result, "error", None), "error", None), "message", "")
             out.append((index, f"batch result {kind}" + (f": {detail}" if detail else "")))
+        budget.settle_many(self._db, settled)
+        for reason, ids in unanswered.items():
+            budget.release_many(self._db, ids, reason)
         log.info(
             "claude_batch_collected",
             batch_id=batch.id,

@@ -16,9 +16,11 @@ from pipeline.budget import (
     Reservation,
     budget_state,
     release,
+    release_many,
     release_stale,
     reserve,
     settle,
+    settle_many,
 )
 from pipeline.db.engine import Database
 from pipeline.db.models import BudgetDay, BudgetReservation
@@ -184,6 +186,48 @@ def test_release_stale_releases_only_old_reservations(db: Database) -> None:
     assert settle(db, old[0].id, D("0.7"))
     assert not settle(db, old[0].id, D("0.7"))
     assert _day_row(db) == (D("10"), D("1.1"), D("2"))
+
+
+def test_settle_many_and_release_many_move_each_reservation_once(db: Database) -> None:
+    """The batch forms the Message Batches engine uses: one transaction per call, over
+    reservations in every state and on two days."""
+    settings = _settings("10")
+    a, b, c, d, e = (_reserve(db, settings, "1") for _ in range(5))
+    other_day = reserve(
+        db, settings=settings, model=MODEL, amount_usd=D("2"), task_type="complex_reasoning",
+        day=DAY + dt.timedelta(days=1),
+    )  # fmt: skip
+    assert a and b and c and d and e and other_day
+    assert settle(db, a.id, D("0.5"))  # already settled: not moved again
+    with db.session() as s:  # e's worker looked dead: released as stale, settled late
+        s.execute(
+            text("UPDATE budget_reservations SET created_at = now() - interval '2 hours' "
+                 "WHERE id = :id"), {"id": e.id},
+        )  # fmt: skip
+    assert release_stale(db, older_than_s=3600) == 1
+    with pytest.raises(ValueError):
+        settle_many(db, {b.id: D("0.1"), c.id: D("-0.1")})
+    assert _day_row(db) == (D("10"), D("0.5"), D("3"))  # nothing settled by the refused call
+
+    moved = settle_many(db, {a.id: D("9"), b.id: D("0.25"), e.id: D("0.75")})
+    assert moved == {b.id, e.id}
+    assert _day_row(db) == (D("10"), D("1.5"), D("2"))  # b's 1 released, e held nothing
+    assert release_many(db, [a.id, c.id, d.id, other_day.id], "batch result expired") == {
+        c.id,
+        d.id,
+        other_day.id,
+    }
+    assert _day_row(db) == (D("10"), D("1.5"), D("0"))
+    assert _day_row(db, DAY + dt.timedelta(days=1)) == (D("10"), D("0"), D("0"))
+    assert release_many(db, [c.id], "again") == set()
+    assert settle_many(db, {}) == set() and release_many(db, [], "none") == set()
+    with db.session() as s:
+        rows = {r.id: r for r in s.scalars(select(BudgetReservation))}
+    assert [rows[r.id].status for r in (a, b, c, d, e)] == [
+        "settled", "settled", "released", "released", "settled",
+    ]  # fmt: skip
+    assert rows[c.id].reason == "batch result expired"
+    assert rows[a.id].actual_usd == D("0.5") and rows[b.id].actual_usd == D("0.25")
 
 
 def test_the_budget_row_is_per_utc_day(db: Database) -> None:

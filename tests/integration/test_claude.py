@@ -27,9 +27,11 @@ from pipeline.extraction import extract_batch
 from pipeline.ingest import NormalizedInteraction, store
 from pipeline.llm.base import GenerationRequest
 from pipeline.llm.claude import ClaudeBatchEngine, ClaudeEngine, build_client
+from pipeline.placement import estimated_cost, place
 from pipeline.prompts import extraction_messages
+from pipeline.routing import complexity
 from pipeline.schemas import ExtractionResult, extraction_json_schema
-from pipeline.settings import Settings
+from pipeline.settings import Settings, TaskType
 
 pytestmark = pytest.mark.integration
 
@@ -364,3 +366,23 @@ def test_failures_are_marked_in_one_statement_on_waiting_rows_only(db: Database)
         "analysis failed",
     )
     assert rows[ids[0]].analysis_status is None
+
+
+def test_placement_scores_the_batch_once_and_routes_what_one_budget_snapshot_affords(
+    db: Database, messages_api: MessagesAPIServer
+) -> None:
+    ids = _interactions(db, 4)
+    with db.session() as s:
+        rows = {r.id: r for r in s.scalars(select(Interaction).where(Interaction.id.in_(ids)))}
+    one = estimated_cost(_settings(messages_api), len(rows[ids[0]].content), 10**6)
+    settings = _settings(
+        messages_api, llm_strategy="claude_only", daily_budget_usd=one * Decimal("2.5")
+    )
+    placed = place(db, settings, ids, TaskType.PATTERN_EXTRACTION)
+    # The snapshot grows with each interaction sent to Claude: 2 fit, the other 2 stay local.
+    assert (len(placed.claude), len(placed.local)) == (2, 2)
+    assert sorted(placed.claude + placed.local) == ids
+    assert set(placed.reasons) == set(ids)
+    with db.session() as s:
+        stored = dict(s.execute(select(Interaction.id, Interaction.complexity)).all())
+    assert stored == {i: complexity(rows[i].content, rows[i].metadata_) for i in ids}

@@ -34,4 +34,3 @@ def test_default_is_auto_and_configurable(monkeypatch: pytest.MonkeyPatch):
     assert Settings().vllm_dtype == "auto"
     monkeypatch.setenv("PATTERNS_VLLM_DTYPE", "bfloat16")
     assert Settings().vllm_dtype == "bfloat16"
-
