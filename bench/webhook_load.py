@@ -113,7 +113,7 @@ async def _load(
 
 
 def _signed(deliveries: list[tuple[str, str, bytes]]) -> list[Any]:
-    from pipeline.webhooks import sign
+    from pipeline.intake.signatures import sign
 
     return [
         ("POST", "/webhooks/github", {
@@ -131,7 +131,7 @@ def main() -> None:
     from sqlalchemy import create_engine, text
 
     from pipeline.db.engine import upgrade
-    from pipeline.ingest import NormalizedInteraction, normalize_delivery
+    from pipeline.intake.normalize import NormalizedInteraction, normalize_delivery
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2400
     concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 32

@@ -8,7 +8,6 @@ entry point with :func:`get_settings` and pass it down; nothing deeper reads the
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,28 +15,9 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.types import Strategy, TaskType
+
 APP_NAME = "pattern-pipeline"
-
-
-class TaskType(StrEnum):
-    """The kinds of model work the router places (from the mission). The first three usually run
-    on the local model, the last three usually on Claude."""
-
-    PATTERN_EXTRACTION = "pattern_extraction"
-    RELATIONSHIP_MAPPING = "relationship_mapping"
-    CONTENT_ANALYSIS = "content_analysis"
-    STRATEGIC_ANALYSIS = "strategic_analysis"
-    COMPLEX_REASONING = "complex_reasoning"
-    DECISION_MAKING = "decision_making"
-
-
-class Strategy(StrEnum):
-    """How work is split between the local model and Claude (``PATTERNS_LLM_STRATEGY``)."""
-
-    CLAUDE_ONLY = "claude_only"
-    LOCAL_ONLY = "local_only"
-    HYBRID = "hybrid"
-    LOCAL_FALLBACK = "local_fallback"
 
 
 #: Complexity (0-1) from which a task type is worth sending to Claude (the mission's defaults).
@@ -261,6 +241,13 @@ class Settings(BaseSettings):
     )
     claude_batch_poll_s: float = Field(
         default=30.0, gt=0, description="Seconds between Message Batches status polls."
+    )
+    claude_batch_deadline_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long a submitted Message Batch is polled before it is canceled and its "
+        "requests go again (or to the local model). A batch expires after 24 h anyway "
+        "(docs.anthropic.com, 'Batch processing').",
     )
     claude_batch_max_rounds: int = Field(
         default=3,

@@ -7,12 +7,16 @@ Redis on 127.0.0.1:6379, vLLM with SmolLM2-135M-Instruct, sentence-transformers 
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -21,8 +25,78 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CELERY_CORPUS = SHARED_DATA / "github" / "celery-pull-requests.jsonl.gz"
 TEMPLATE_DB = "patterns_template"
-#: Redis database number the tests own (flushed before each use).
-TEST_REDIS_URL = os.environ.get("PATTERNS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+#: Redis databases 0-15 exist by default; 0 is the usual application database.
+REDIS_DATABASES = 16
+
+
+def _own_redis_database() -> int:
+    """A Redis database for this test run: 1-15 from the process id, so two runs on one machine
+    (or a run and a developer's workers on db 0) do not share queues."""
+    return 1 + os.getpid() % (REDIS_DATABASES - 1)
+
+
+#: The Redis URL the tests own (flushed before each use): ``PATTERNS_TEST_REDIS_URL``, else a
+#: database of this run's own on 127.0.0.1:6379.
+TEST_REDIS_URL = os.environ.get(
+    "PATTERNS_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_own_redis_database()}"
+)
+
+#: Unprefixed variables Settings reads (its aliases); with every ``PATTERNS_*`` variable but the
+#: tests' own ``PATTERNS_TEST_*``, they are removed so the developer's shell cannot leak in.
+STANDARD_VARS = frozenset(
+    {
+        "DATABASE_URL", "REDIS_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+        "GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET_PREVIOUS", "FLOWER_BASIC_AUTH",
+        "FLOWER_DB", "FLOWER_PERSISTENT", "FLOWER_STATE_SAVE_INTERVAL", "FLOWER_MAX_TASKS",
+    }
+)  # fmt: skip
+
+
+def _settings_variable(name: str) -> bool:
+    upper = name.upper()
+    return upper in STANDARD_VARS or (
+        upper.startswith("PATTERNS_") and not upper.startswith("PATTERNS_TEST_")
+    )
+
+
+# Session fixtures build Settings too (before any function fixture runs): clean the process
+# environment once, here, as well as per test below.
+for _name in [n for n in os.environ if _settings_variable(n)]:
+    del os.environ[_name]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """Every test starts from a clean environment: no ``PATTERNS_*`` or standard variables and
+    the working directory in an empty folder (no ``.env``), so each ``Settings()`` a test builds
+    sees only what the test sets. Returns the monkeypatch for setting variables."""
+    for name in list(os.environ):
+        if _settings_variable(name):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+@pytest.fixture()
+def restore_logging() -> Iterator[None]:
+    """Undo :func:`pipeline.logging.configure_logging` after the test: structlog defaults, its
+    context variables, and our handlers off the root logger."""
+    yield
+    structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_patterns_handler", False)]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+@pytest.fixture()
+def data_dir() -> Iterator[Path]:
+    """A data folder the embedded server's own user can enter (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="pt-data-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +183,7 @@ def vllm_engine(model_settings: object, extract_model_path: str) -> Iterator[obj
 @pytest.fixture(scope="session")
 def embedder(model_settings: object) -> object:
     """The real sentence-transformers MiniLM embedder."""
-    from pipeline.embeddings import SentenceTransformerEmbedder
+    from pipeline.store.embedder import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder.from_settings(model_settings)  # type: ignore[arg-type]
 

@@ -20,29 +20,26 @@ from celery import Celery
 from kombu import Queue
 
 from pipeline.errors import RetryableError
-from pipeline.routing import QUEUE_CLAUDE, QUEUE_LOCAL
+from pipeline.queues import QUEUE_EXTRACT, QUEUES, TASK_QUEUES, TaskName
 from pipeline.settings import Settings, get_settings
 from workers import logcontext  # noqa: F401  (its task signals bind task_id; eager runs too)
 from workers.redaction import RedactingAMQP
 
-QUEUE_EXTRACT = QUEUE_LOCAL
-QUEUE_EMBED = "embed"
-QUEUE_ERRORFIX = "errorfix"
-QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
-
-#: Task name → queue. Tasks are named ``patterns.<verb>``. The outbox sweep rides the extract
-#: queue on purpose: it runs only once the extract messages published before it have been taken,
-#: so a long backlog is not mistaken for lost messages (and needs no worker of its own).
-#: Feedback follows embedding on the embed workers (CPU, network).
+#: Task name → queue, in Celery's ``task_routes`` form (the names and queues are
+#: :data:`pipeline.queues.TASK_QUEUES`).
 TASK_ROUTES: dict[str, dict[str, str]] = {
-    "patterns.extract_batch": {"queue": QUEUE_EXTRACT},
-    "patterns.analyze_local": {"queue": QUEUE_EXTRACT},
-    "patterns.claude_batch": {"queue": QUEUE_CLAUDE},
-    "patterns.embed_patterns": {"queue": QUEUE_EMBED},
-    "patterns.sweep_outbox": {"queue": QUEUE_EXTRACT},
-    "patterns.post_feedback": {"queue": QUEUE_EMBED},
-    "patterns.errorfix_batch": {"queue": QUEUE_ERRORFIX},
+    name.value: {"queue": queue} for name, queue in TASK_QUEUES.items()
 }
+
+#: The modules that define the tasks (imported by workers at start, and for in-process runs).
+TASK_MODULES = (
+    "workers.extract",
+    "workers.claude",
+    "workers.embed",
+    "workers.sweep",
+    "workers.feedback",
+    "workers.errorfix",
+)
 
 #: Retry policy of every task that can meet a passing outage (database, broker, model server):
 #: Celery retries ``RetryableError`` with exponential backoff, at most 600 s apart, 5 times.
@@ -62,17 +59,8 @@ ERRORFIX_INTERVAL_S = 600.0
 #: Celery beat's schedule. One beat process per deployment; a second one would only send
 #: duplicate sweeps, which the sweep's advisory lock turns into no-ops.
 BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "sweep-outbox": {"task": "patterns.sweep_outbox", "schedule": SWEEP_INTERVAL_S},
-    "errorfix-batch": {"task": "patterns.errorfix_batch", "schedule": ERRORFIX_INTERVAL_S},
-}
-
-#: Worker role → the queues it consumes. ``all`` runs every role in one process.
-ROLE_QUEUES: dict[str, tuple[str, ...]] = {
-    "extract": (QUEUE_EXTRACT,),
-    "embed": (QUEUE_EMBED,),
-    "claude": (QUEUE_CLAUDE,),
-    "errorfix": (QUEUE_ERRORFIX,),
-    "all": QUEUES,
+    "sweep-outbox": {"task": TaskName.SWEEP_OUTBOX.value, "schedule": SWEEP_INTERVAL_S},
+    "errorfix-batch": {"task": TaskName.ERRORFIX.value, "schedule": ERRORFIX_INTERVAL_S},
 }
 
 
@@ -82,14 +70,7 @@ def make_celery(settings: Settings) -> Celery:
         "patterns",
         # Task arguments shown by Flower, events and worker logs are redacted summaries.
         amqp=RedactingAMQP,
-        include=[
-            "workers.extract",
-            "workers.claude",
-            "workers.embed",
-            "workers.outbox",
-            "workers.feedback",
-            "workers.errorfix",
-        ],
+        include=list(TASK_MODULES),
     )
     eager = not settings.redis_url
     app.conf.update(

@@ -1,29 +1,29 @@
-"""Feedback task: comment on GitHub with similar earlier patterns (after embedding)."""
+"""Feedback task (``embed`` queue): comment on GitHub with similar earlier patterns (after
+embedding)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.feedback import HttpxGitHubClient, post_feedback
+from pipeline.github.client import HttpxGitHubClient
+from pipeline.github.feedback import post_feedback
+from pipeline.queues import TaskName
 from workers import resources
 from workers.app import RETRY_POLICY, app
 
 
-@app.task(
-    name="patterns.post_feedback",
-    **RETRY_POLICY,
-)
+@app.task(name=TaskName.FEEDBACK.value, **RETRY_POLICY)
 def post_feedback_task(interaction_ids: list[int]) -> dict[str, Any]:
     """Post one comment per eligible delivery of the interactions (needs PATTERNS_GITHUB_TOKEN)."""
-    settings = resources.settings()
-    if settings.github_token is None:
+    res = resources.current()
+    if res.settings.github_token is None:
         return {"posted": 0, "skipped": len(interaction_ids)}
-    client = HttpxGitHubClient.from_settings(settings)
+    client = HttpxGitHubClient.from_settings(res.settings)
     try:
         result = post_feedback(
-            db=resources.db(),
+            db=res.db(),
             client=client,
-            settings=settings,
+            settings=res.settings,
             interaction_ids=[int(i) for i in interaction_ids],
         )
     finally:

@@ -1,115 +1,158 @@
-"""Per-process resources (database, vLLM engine, embedder), built once and reused by tasks.
+"""The resources a worker process's tasks use (database, vLLM engine, embedder, Claude engines,
+dispatcher), in one :class:`Resources` object.
 
-A worker builds what its role needs at start-up (:func:`preload`, from the ``worker_init``
-signal); in eager mode the first task builds them. Never at import time: the vLLM engine starts
-processes of its own.
+A worker builds it in ``worker_init`` and loads what its role needs there
+(:func:`workers.worker`); an in-process run (``patterns run`` without Redis) installs one for the
+length of the run (:func:`use`). Tasks read the current one with :func:`current`. Nothing is built
+at import time: the vLLM engine starts processes of its own.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pipeline.db.engine import Database
-from pipeline.embeddings import Embedder, SentenceTransformerEmbedder
+from pipeline.dispatch import Dispatcher
 from pipeline.llm.base import StructuredLLM
+from pipeline.queues import Role
 from pipeline.settings import Settings, get_settings
-
-_lock = threading.Lock()
-_db: Database | None = None
-_engine: StructuredLLM | None = None
-_embedder: Embedder | None = None
-_claude: dict[bool, StructuredLLM] = {}
+from pipeline.store.embedder import Embedder, SentenceTransformerEmbedder
 
 
-def settings() -> Settings:
-    """The process's settings."""
-    return get_settings()
+class Resources:
+    """What tasks need, each built on first use (thread-safe) unless handed in.
 
-
-def db() -> Database:
-    """The process's database (migrated on first use)."""
-    global _db
-    with _lock:
-        if _db is None:
-            _db = Database.connect(settings())
-        return _db
-
-
-def engine() -> StructuredLLM:
-    """The process's extraction engine (vLLM), loaded on first use."""
-    global _engine
-    with _lock:
-        if _engine is None:
-            from pipeline.llm.vllm_engine import VLLMEngine
-
-            _engine = VLLMEngine.from_settings(settings())
-        return _engine
-
-
-def claude_engine(*, batch: bool = False) -> StructuredLLM:
-    """The process's Claude engine: Messages API, or with ``batch`` the Message Batches API.
-
-    Raises:
-        ConfigurationError: ``ANTHROPIC_API_KEY`` is not set or the model has no price.
+    Args:
+        settings: the process's settings.
+        db, engine, embedder, dispatcher: built elsewhere (the ``run`` command, tests); the
+            object closes only what it built itself.
     """
-    database = db()  # takes the lock itself: not under it
-    with _lock:
-        if batch not in _claude:
-            from pipeline.llm.claude import ClaudeBatchEngine, ClaudeEngine
 
-            cls = ClaudeBatchEngine if batch else ClaudeEngine
-            _claude[batch] = cls.from_settings(settings(), database)
-        return _claude[batch]
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database | None = None,
+        engine: StructuredLLM | None = None,
+        embedder: Embedder | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._db = db
+        self._engine = engine
+        self._embedder = embedder
+        self._dispatcher = dispatcher
+        self._claude: dict[bool, StructuredLLM] = {}
+        self._owned: set[str] = set()
+
+    def db(self) -> Database:
+        """The database (connected and migrated on first use)."""
+        with self._lock:
+            if self._db is None:
+                self._db = Database.connect(self.settings)
+                self._owned.add("db")
+            return self._db
+
+    def engine(self) -> StructuredLLM:
+        """The local extraction engine (vLLM), loaded on first use."""
+        with self._lock:
+            if self._engine is None:
+                from pipeline.llm.vllm_engine import VLLMEngine
+
+                self._engine = VLLMEngine.from_settings(self.settings)
+                self._owned.add("engine")
+            return self._engine
+
+    def claude_engine(self, *, batch: bool = False) -> StructuredLLM:
+        """The Claude engine: Messages API, or with ``batch`` the Message Batches API.
+
+        Raises:
+            ConfigurationError: ``ANTHROPIC_API_KEY`` is not set or the model has no price.
+        """
+        with self._lock:
+            if batch not in self._claude:
+                if batch:
+                    from pipeline.llm.claude_batch import ClaudeBatchEngine
+
+                    self._claude[batch] = ClaudeBatchEngine.from_settings(self.settings, self.db())
+                else:
+                    from pipeline.llm.claude import ClaudeEngine
+
+                    self._claude[batch] = ClaudeEngine.from_settings(self.settings, self.db())
+            return self._claude[batch]
+
+    def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = SentenceTransformerEmbedder.from_settings(self.settings)
+            return self._embedder
+
+    def dispatcher(self) -> Dispatcher:
+        """Publishes follow-up tasks on the process's Celery app."""
+        with self._lock:
+            if self._dispatcher is None:
+                from workers.dispatch import CeleryDispatcher
+
+                self._dispatcher = CeleryDispatcher()
+            return self._dispatcher
+
+    def preload(self, role: Role) -> None:
+        """Build what ``role`` needs now, so the first task does not pay for it."""
+        self.db()
+        if role in (Role.EXTRACT, Role.ERRORFIX, Role.ALL):
+            self.engine()
+        if role in (Role.EMBED, Role.ERRORFIX, Role.ALL):
+            self.embedder()
+
+    def close(self) -> None:
+        """Release what this object built: stop the vLLM engine, dispose the database pool."""
+        with self._lock:
+            engine = self._engine if "engine" in self._owned else None
+            db = self._db if "db" in self._owned else None
+            self._engine = self._db = self._embedder = None
+            self._claude.clear()
+            self._owned.clear()
+        closer = getattr(engine, "close", None)
+        if callable(closer):
+            closer()
+        if db is not None:
+            db.dispose()
 
 
-def embedder() -> Embedder:
-    """The process's embedding model, loaded on first use."""
-    global _embedder
-    with _lock:
-        if _embedder is None:
-            _embedder = SentenceTransformerEmbedder.from_settings(settings())
-        return _embedder
+_current: Resources | None = None
+_current_lock = threading.Lock()
 
 
-def install(
-    *, database: Database | None = None, llm: StructuredLLM | None = None,
-    emb: Embedder | None = None,
-) -> None:  # fmt: skip
-    """Hand in resources built elsewhere (the ``run`` command, tests) instead of building them."""
-    global _db, _engine, _embedder
-    with _lock:
-        _db = database or _db
-        _engine = llm or _engine
-        _embedder = emb or _embedder
+def current() -> Resources:
+    """The process's resources: the installed ones, else new ones on the process's settings
+    (built lazily; an eager task outside any run)."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Resources(get_settings())
+        return _current
 
 
-def reset() -> None:
-    """Forget the resources without closing them (their owner, e.g. a test fixture, closes)."""
-    global _db, _engine, _embedder
-    with _lock:
-        _db = _engine = _embedder = None
-        _claude.clear()
+def install(resources: Resources | None) -> Resources | None:
+    """Make ``resources`` the current ones (``None``: forget them); returns the previous ones.
+    The caller closes what it installed."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, resources
+        return previous
 
 
-def close() -> None:
-    """Release what this process built: stop the vLLM engine, dispose database pools."""
-    global _db, _engine, _embedder
-    with _lock:
-        engine, _engine = _engine, None
-        database, _db = _db, None
-        _embedder = None
-        _claude.clear()
-    closer = getattr(engine, "close", None)
-    if callable(closer):
-        closer()
-    if database is not None:
-        database.dispose()
-
-
-def preload(role: str) -> None:
-    """Build what ``role`` needs now, so the first task does not pay for it."""
-    db()
-    if role in ("extract", "errorfix", "all"):
-        engine()
-    if role in ("embed", "errorfix", "all"):
-        embedder()
+@contextmanager
+def use(resources: Resources) -> Iterator[Resources]:
+    """Install ``resources`` for the ``with`` block, then close them and put back the previous
+    ones."""
+    previous = install(resources)
+    try:
+        yield resources
+    finally:
+        install(previous)
+        resources.close()

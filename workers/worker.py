@@ -8,32 +8,38 @@ from typing import Any
 import structlog
 from celery.signals import worker_init, worker_shutdown
 
+from pipeline.errors import InvalidValueError
+from pipeline.queues import ROLE_QUEUES, Role
 from pipeline.settings import get_settings
 from workers import resources
-from workers.app import ROLE_QUEUES, app
+from workers.app import app
 
 log = structlog.get_logger(__name__)
 
 #: Pool per role. vLLM and torch models live in the worker process itself and the engine spawns
 #: processes of its own, which Celery's prefork children (daemonic) may not do: ``solo``.
-ROLE_POOL = {
-    "extract": "solo",
-    "embed": "solo",
-    "claude": "threads",
-    "errorfix": "solo",
-    "all": "solo",
+ROLE_POOL: dict[Role, str] = {
+    Role.EXTRACT: "solo",
+    Role.EMBED: "solo",
+    Role.CLAUDE: "threads",
+    Role.ERRORFIX: "solo",
+    Role.ALL: "solo",
 }
 ROLE_ENV = "PATTERNS_WORKER_ROLE"
 
 
 @worker_init.connect
 def _preload(**_: Any) -> None:
+    """Build the worker's :class:`~workers.resources.Resources` and load what its role needs."""
+    settings = get_settings()
     role = os.environ.get(ROLE_ENV)
+    res = resources.Resources(settings)
+    resources.install(res)
     # Models first: the vLLM engine starts processes of its own, which must not inherit the
     # metrics server's thread (a fork with a running thread can deadlock).
     if role:
-        resources.preload(role)
-    port = get_settings().worker_metrics_port
+        res.preload(Role(role))
+    port = settings.worker_metrics_port
     if port is not None:
         # Imported here: the module connects its signal handlers on import.
         from workers.metrics import WORKER_READY, start_metrics_server
@@ -45,24 +51,29 @@ def _preload(**_: Any) -> None:
 
 @worker_shutdown.connect
 def _release(**_: Any) -> None:
-    resources.close()
+    previous = resources.install(None)
+    if previous is not None:
+        previous.close()
 
 
-def run_worker(role: str, *, concurrency: int = 1, loglevel: str = "INFO") -> None:
+def run_worker(role: Role | str, *, concurrency: int = 1, loglevel: str = "INFO") -> None:
     """Run a Celery worker for ``role`` in this process until it is stopped.
 
     Raises:
-        ValueError: unknown role.
+        InvalidValueError: unknown role.
     """
-    if role not in ROLE_QUEUES:
-        raise ValueError(f"unknown role {role!r}; choose from {', '.join(ROLE_QUEUES)}")
-    os.environ[ROLE_ENV] = role
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        known = ", ".join(r.value for r in Role)
+        raise InvalidValueError(f"unknown role {role!r}; choose from {known}") from exc
+    os.environ[ROLE_ENV] = role.value
     argv = [
         "worker",
         "--queues", ",".join(ROLE_QUEUES[role]),
         "--pool", ROLE_POOL[role],
         "--concurrency", str(concurrency),
-        "--hostname", f"{role}@%h",
+        "--hostname", f"{role.value}@%h",
         "--loglevel", loglevel,
         "--task-events",
     ]  # fmt: skip

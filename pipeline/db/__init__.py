@@ -1,1 +1,3 @@
-"""Database access: engine and sessions (:mod:`.engine`), the model (:mod:`.models`)."""
+"""Database access: engine, sessions and migrations (:mod:`.engine`), the tables
+(:mod:`.models`, one module per side of the pipeline) and the status enums with their CHECK
+constraints (:mod:`.status`)."""

@@ -15,9 +15,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.errors import ConfigurationError
+from pipeline.errors import ConfigurationError, DatabaseUnavailableError
 from pipeline.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -114,13 +115,31 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in a transaction: committed on success, rolled back on error."""
-        with self.sessions.begin() as session:
-            yield session
+        """A session in a transaction: committed on success, rolled back on error.
+
+        Raises:
+            DatabaseUnavailableError: the connection failed or dropped (a Postgres restart, a
+                network cut, a deadlock or serialisation failure): SQLAlchemy's
+                ``OperationalError``/``InterfaceError``, wrapped so that tasks retry it. The
+                message is the driver's, without the statement's bound parameters.
+        """
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseUnavailableError(unavailable_reason(exc)) from exc
 
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def unavailable_reason(exc: OperationalError | InterfaceError) -> str:
+    """The driver's message of a connection-level error, first line only: never the SQL
+    statement or its bound parameters (which may hold content or secrets)."""
+    message = str(exc.orig) if exc.orig is not None else type(exc).__name__
+    first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    return f"database unavailable: {first}"
 
 
 def scope_to_project(session: Session, project_id: uuid.UUID) -> None:

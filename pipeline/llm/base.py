@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from pipeline.types import Priority, Provider, TaskType
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -22,9 +24,9 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     seed: int | None = None
-    task_type: str | None = None
+    task_type: TaskType | None = None
     interaction_id: int | None = None
-    priority: str = "normal"
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Generation:
 class StructuredLLM(Protocol):
     """An engine that answers a list of requests in one batched call, in order."""
 
-    provider: str
+    provider: Provider
     model_name: str
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

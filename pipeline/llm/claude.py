@@ -1,14 +1,14 @@
 """Claude through the ``anthropic`` SDK, under the day's budget: :class:`ClaudeEngine` (Messages
-API, one request per call, several in flight) and :class:`ClaudeBatchEngine` (Message Batches API,
-half price, for bulk runs that can wait).
+API, one request per call, several in flight); :mod:`pipeline.llm.claude_batch` has the Message
+Batches engine (half price, for bulk runs that can wait).
 
 Both implement :class:`~pipeline.llm.base.StructuredLLM`, so extraction and strategic analysis use
 them exactly as they use vLLM. Every request:
 
 1. is counted (``POST /v1/messages/count_tokens``);
 2. reserves its worst-case cost, counted input + ``max_tokens`` at the model's price
-   (:func:`pipeline.pricing.worst_case_usd`), against the day's budget in one atomic statement
-   (:func:`pipeline.budget.reserve`); a refused reservation comes back ``deferred``;
+   (:func:`pipeline.spend.pricing.worst_case_usd`), against the day's budget in one atomic statement
+   (:func:`pipeline.spend.reservations.reserve`); a refused reservation comes back ``deferred``;
 3. is sent; the SDK retries 408/409/429/5xx/529 up to ``claude_max_retries`` times, waiting as
    ``retry-after`` says;
 4. settles the real cost from ``usage`` (cache writes and reads priced as such), or releases the
@@ -22,20 +22,20 @@ description); the text is then validated with the same pydantic model as local o
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import structlog
 
-from pipeline import budget, pricing
 from pipeline.db.engine import Database
+from pipeline.db.status import CallOutcome
 from pipeline.errors import ConfigurationError
 from pipeline.llm.base import Generation, GenerationRequest
 from pipeline.settings import Settings
+from pipeline.spend import pricing, reservations
+from pipeline.types import Provider
 
 log = structlog.get_logger(__name__)
 
@@ -121,15 +121,25 @@ def _finish(stop_reason: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class _Admitted:
-    reservation: budget.Reservation
+class Admitted:
+    """A request the budget admitted: its reservation and the Messages API parameters."""
+
+    reservation: reservations.Reservation
     params: dict[str, Any]
 
 
-class _Budgeted:
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was not sent (its tokens could not be counted, or the budget refused it);
+    the request comes back ``deferred`` with this reason."""
+
+    reason: str
+
+
+class Budgeted:
     """What both engines share: counting, reserving, settling."""
 
-    provider = "claude"
+    provider = Provider.CLAUDE
 
     def __init__(self, *, client: Any, db: Database, settings: Settings, batch: bool) -> None:
         self._client = client
@@ -143,30 +153,29 @@ class _Budgeted:
         max_tokens = min(request.max_tokens, self._settings.claude_max_tokens)
         return message_params(request, model=self.model_name, max_tokens=max_tokens)
 
-    def _count(self, params: dict[str, Any]) -> int | str:
-        """Input tokens of a request (``count_tokens``); a string says why they could not be
-        counted (the request is then deferred)."""
+    def _count(self, params: dict[str, Any]) -> int | Refusal:
+        """Input tokens of a request (``count_tokens``), or why they could not be counted."""
         import anthropic
 
         counted = {k: v for k, v in params.items() if k != "max_tokens"}
         try:
             return int(self._client.messages.count_tokens(**counted).input_tokens)
         except anthropic.APIStatusError as exc:
-            return f"token counting failed: HTTP {exc.status_code}"
+            return Refusal(f"token counting failed: HTTP {exc.status_code}")
         except anthropic.APIConnectionError as exc:
-            return f"token counting failed: {exc}"
+            return Refusal(f"token counting failed: {exc}")
 
     def _reserve(
         self, request: GenerationRequest, params: dict[str, Any], tokens: int
-    ) -> _Admitted | str:
-        """Reserve the worst case of a counted request; a string says why it was refused."""
+    ) -> Admitted | Refusal:
+        """Reserve the worst case of a counted request, or say why the budget refused it."""
         # message_params marks the system prompt with a 5-minute ephemeral cache_control.
         amount = pricing.worst_case_usd(
             self.model_name, tokens, int(params["max_tokens"]), batch=self._batch,
             cache_ttl="5m",
         )  # fmt: skip
-        priority = budget.Priority(request.priority)
-        reservation = budget.reserve(
+        priority = request.priority
+        reservation = reservations.reserve(
             self._db,
             settings=self._settings,
             model=self.model_name,
@@ -176,15 +185,15 @@ class _Budgeted:
             interaction_id=request.interaction_id,
         )
         if reservation is None:
-            return (
+            return Refusal(
                 f"the {priority.value} budget cannot admit ${amount} "
                 f"({tokens} input tokens + {params['max_tokens']} max_tokens)"
             )
-        return _Admitted(reservation, params)
+        return Admitted(reservation, params)
 
-    def _settle(self, admitted: _Admitted, message: Any, latency_ms: int) -> Generation:
+    def _settle(self, admitted: Admitted, message: Any, latency_ms: int) -> Generation:
         generation = self._generation(message, latency_ms)
-        budget.settle(self._db, admitted.reservation.id, generation.cost_usd)
+        reservations.settle(self._db, admitted.reservation.id, generation.cost_usd)
         return generation
 
     def _generation(self, message: Any, latency_ms: int) -> Generation:
@@ -203,11 +212,15 @@ class _Budgeted:
         )
 
 
-def _deferred(reason: str) -> Generation:
-    return Generation(text="", finish_reason="deferred", tokens_in=0, tokens_out=0, error=reason)
+def deferred(reason: str) -> Generation:
+    """The :class:`Generation` of a request that was not sent here (``finish_reason``
+    ``deferred``): another engine may take it."""
+    return Generation(
+        text="", finish_reason=CallOutcome.DEFERRED.value, tokens_in=0, tokens_out=0, error=reason
+    )
 
 
-class ClaudeEngine(_Budgeted):
+class ClaudeEngine(Budgeted):
     """Claude over the Messages API, ``claude_concurrency`` requests in flight.
 
     Attributes:
@@ -245,157 +258,28 @@ class ClaudeEngine(_Budgeted):
 
         params = self._params(request)
         tokens = self._count(params)
-        if isinstance(tokens, str):
-            return _deferred(tokens)
+        if isinstance(tokens, Refusal):
+            return deferred(tokens.reason)
         admitted = self._reserve(request, params, tokens)
-        if isinstance(admitted, str):
-            return _deferred(admitted)
+        if isinstance(admitted, Refusal):
+            return deferred(admitted.reason)
         started = time.perf_counter()
         try:
             message = self._client.messages.create(**admitted.params)
         except anthropic.APIStatusError as exc:
-            budget.release(self._db, admitted.reservation.id, f"HTTP {exc.status_code}")
+            reservations.release(self._db, admitted.reservation.id, f"HTTP {exc.status_code}")
             reason = f"Claude answered HTTP {exc.status_code}: {exc.message}"
             if exc.status_code in _DEFER_STATUSES or exc.status_code >= 500:
-                return _deferred(reason)
+                return deferred(reason)
             return Generation(text="", finish_reason="error", tokens_in=0, tokens_out=0,
                               error=reason)  # fmt: skip
         except anthropic.APIConnectionError as exc:
-            budget.release(self._db, admitted.reservation.id, "connection error")
-            return _deferred(f"Claude unreachable: {exc}")
+            reservations.release(self._db, admitted.reservation.id, "connection error")
+            return deferred(f"Claude unreachable: {exc}")
         except ValueError as exc:  # the SDK raises json.JSONDecodeError on a non-JSON body
-            budget.release(self._db, admitted.reservation.id, "unreadable response")
-            return _deferred(f"Claude's response was not JSON: {exc}")
+            reservations.release(self._db, admitted.reservation.id, "unreadable response")
+            return deferred(f"Claude's response was not JSON: {exc}")
         except BaseException:
-            budget.release(self._db, admitted.reservation.id, "interrupted")
+            reservations.release(self._db, admitted.reservation.id, "interrupted")
             raise
         return self._settle(admitted, message, int((time.perf_counter() - started) * 1000))
-
-
-class ClaudeBatchEngine(_Budgeted):
-    """Claude over the Message Batches API: every rate at half price, results within 24 h.
-
-    :meth:`generate` reserves each request at the batch price, submits the admitted ones as one
-    batch (``custom_id`` = request index and round), polls until it has ended, and collects the
-    results by ``custom_id`` (they come back in any order). Errored, expired or canceled
-    requests release their reservation and are submitted again in a new batch, up to
-    ``claude_batch_max_rounds`` submissions; what still has no result is ``deferred``.
-
-    ``sleep`` is injectable so tests need not wait real poll intervals.
-    """
-
-    def __init__(
-        self, *, client: Any, db: Database, settings: Settings,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:  # fmt: skip
-        super().__init__(client=client, db=db, settings=settings, batch=True)
-        self._sleep = sleep
-
-    @classmethod
-    def from_settings(cls, settings: Settings, db: Database) -> ClaudeBatchEngine:
-        """Build with :func:`build_client` (see :meth:`ClaudeEngine.from_settings`)."""
-        return cls(client=build_client(settings), db=db, settings=settings)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """One output per request, same order (see the class docstring). Each request is
-        counted once, however many rounds it takes; counting and reserving run
-        ``claude_concurrency`` at a time."""
-        if not requests:
-            return []
-        params = [self._params(r) for r in requests]
-        results: dict[int, Generation] = {}
-        last_error: dict[int, str] = {}
-        workers = min(self._settings.claude_concurrency, len(requests))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claude") as pool:
-            tokens = list(pool.map(self._count, params))
-            todo = []
-            for index, counted in enumerate(tokens):
-                if isinstance(counted, str):
-                    results[index] = _deferred(counted)
-                else:
-                    todo.append(index)
-            for round_no in range(1, self._settings.claude_batch_max_rounds + 1):
-                if not todo:
-                    break
-                outcomes = pool.map(
-                    lambda i: self._reserve(requests[i], params[i], int(tokens[i])), todo
-                )
-                admitted: dict[str, tuple[int, _Admitted]] = {}
-                for index, outcome in zip(todo, outcomes, strict=True):
-                    if isinstance(outcome, str):
-                        results[index] = _deferred(outcome)
-                    else:
-                        admitted[f"r{index}-{round_no}-{uuid.uuid4().hex[:8]}"] = (index, outcome)
-                todo = []
-                if not admitted:
-                    break
-                for index, got in self._submit_and_collect(admitted):
-                    if isinstance(got, Generation):
-                        results[index] = got
-                    else:
-                        last_error[index] = got
-                        todo.append(index)
-        for index in todo:
-            results[index] = _deferred(
-                f"no batch result after {self._settings.claude_batch_max_rounds} rounds: "
-                f"{last_error.get(index, 'unknown')}"
-            )
-        return [results[i] for i in range(len(requests))]
-
-    def _submit_and_collect(
-        self, admitted: dict[str, tuple[int, _Admitted]]
-    ) -> list[tuple[int, Generation | str]]:
-        """Submit one batch (``custom_id → (request index, reservation)``), wait for it, settle
-        or release each request.
-
-        Returns ``(request index, Generation or the reason it must go again)`` per request.
-        """
-        import anthropic
-
-        reservations = [adm.reservation.id for _, adm in admitted.values()]
-        started = time.perf_counter()
-        try:
-            batch = self._client.messages.batches.create(
-                requests=[
-                    {"custom_id": cid, "params": adm.params} for cid, (_, adm) in admitted.items()
-                ]
-            )
-            while batch.processing_status != "ended":
-                self._sleep(self._settings.claude_batch_poll_s)
-                batch = self._client.messages.batches.retrieve(batch.id)
-            seen: dict[str, Any] = {}
-            for item in self._client.messages.batches.results(batch.id):
-                seen[item.custom_id] = item.result
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-            budget.release_many(self._db, reservations, "batch submission failed")
-            return [(i, f"batch failed: {exc}") for i, _ in admitted.values()]
-        except BaseException:
-            budget.release_many(self._db, reservations, "interrupted")
-            raise
-        latency_ms = int((time.perf_counter() - started) * 1000)
-        out: list[tuple[int, Generation | str]] = []
-        # One transaction settles the batch, one per kind of failure releases the rest.
-        settled: dict[uuid.UUID, Decimal] = {}
-        unanswered: dict[str, list[uuid.UUID]] = {}
-        for cid, (index, adm) in admitted.items():
-            result = seen.get(cid)
-            kind = getattr(result, "type", "missing")
-            if kind == "succeeded":
-                generation = self._generation(result.message, latency_ms)  # type: ignore[union-attr]
-                settled[adm.reservation.id] = generation.cost_usd
-                out.append((index, generation))
-                continue
-            unanswered.setdefault(f"batch result {kind}", []).append(adm.reservation.id)
-            detail = getattr(getattr(getattr(result, "error", None), "error", None), "message", "")
-            out.append((index, f"batch result {kind}" + (f": {detail}" if detail else "")))
-        budget.settle_many(self._db, settled)
-        for reason, ids in unanswered.items():
-            budget.release_many(self._db, ids, reason)
-        log.info(
-            "claude_batch_collected",
-            batch_id=batch.id,
-            requests=len(admitted),
-            succeeded=sum(isinstance(g, Generation) for _, g in out),
-            seconds=round(latency_ms / 1000, 1),
-        )
-        return out

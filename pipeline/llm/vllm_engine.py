@@ -22,6 +22,7 @@ from pipeline.errors import ConfigurationError, PermanentError
 from pipeline.llm.base import Generation, GenerationRequest
 from pipeline.llm.local_models import resolve_extract_model
 from pipeline.settings import Settings
+from pipeline.types import Provider
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,7 @@ class VLLMEngine:
         model_name: the model folder's name (or the hub name), recorded with every result.
     """
 
-    provider = "local"
+    provider = Provider.LOCAL
 
     def __init__(
         self,

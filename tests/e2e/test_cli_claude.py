@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from support.messages_api import MessagesAPIServer
 
-from pipeline.ingest import parse_record
-from pipeline.routing import complexity
+from pipeline.intake.normalize import parse_record
+from pipeline.spend.routing import complexity
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,8 @@ def _complex_interactions(data_dir: Path) -> list[tuple[str, str | None]]:
 
     from pipeline.db.engine import Database
     from pipeline.db.models import Interaction
-    from pipeline.settings import Settings, TaskType
+    from pipeline.settings import Settings
+    from pipeline.types import TaskType
 
     settings = Settings(data_dir=data_dir)
     threshold = settings.complexity_thresholds[TaskType.STRATEGIC_ANALYSIS]
@@ -144,7 +145,7 @@ def test_hybrid_run_with_a_tiny_budget(
     from fastapi.testclient import TestClient
     from prometheus_client.parser import text_string_to_metric_families
 
-    from pipeline.api import create_app
+    from pipeline.api.app import create_app
     from pipeline.settings import Settings
 
     settings = Settings(data_dir=data_dir, daily_budget_usd=Decimal("1"))

@@ -9,13 +9,11 @@ import gzip
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +23,12 @@ from sqlalchemy import func, select
 
 from pipeline.db.engine import Database
 from pipeline.db.models import Interaction, LLMCall, Pattern
-from pipeline.dispatch import CeleryDispatcher
-from pipeline.ingest import parse_record, store
-from pipeline.runner import publish_pending
+from pipeline.intake.normalize import parse_record
+from pipeline.intake.outbox import publish_pending
+from pipeline.intake.store import store
 from pipeline.settings import Settings
 from workers.app import make_celery
+from workers.dispatch import CeleryDispatcher
 
 pytestmark = pytest.mark.e2e
 
@@ -38,14 +37,6 @@ VISIBILITY_TIMEOUT_S = 20
 BATCH = 8
 #: Celery's log line when a worker takes a task (the start-up banner also names the task).
 RECEIVED = re.compile(r"Task patterns\.extract_batch\[[0-9a-f-]+\] received")
-
-
-@pytest.fixture()
-def data_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pt-kill-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _start(env: dict[str, str], log: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:

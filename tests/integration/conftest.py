@@ -1,5 +1,5 @@
-"""Helpers for the producer tests: a real uvicorn server on loopback in a thread, and a look at
-what was published to Redis."""
+"""Helpers of the integration tests: a real uvicorn server on loopback in a thread, a look at what
+was published to Redis, and stored interactions to work on."""
 
 from __future__ import annotations
 
@@ -66,3 +66,30 @@ def _queued_tasks(redis_url: str, queue: str = "extract.local") -> list[tuple[st
 def queued_tasks(redis_url: str) -> Callable[..., list[tuple[str, list[Any]]]]:
     """``queued_tasks(queue="extract.local")``: the messages waiting on the test Redis."""
     return lambda queue="extract.local": _queued_tasks(redis_url, queue)
+
+
+@pytest.fixture()
+def stored_interactions(db: Any) -> Callable[..., list[int]]:
+    """``stored_interactions(n, kind=..., content="... {i} ...", key="prefix-{i}")`` stores ``n``
+    interactions of project ``acme/widgets`` (``received``) and returns their ids in order."""
+    from pipeline.intake.normalize import NormalizedInteraction
+    from pipeline.intake.store import store
+
+    def make(
+        n: int, *, kind: str = "conversation", content: str = "conversation {i} about retries",
+        key: str = "test-{i}", project: str = "acme/widgets",
+    ) -> list[int]:  # fmt: skip
+        records = [
+            NormalizedInteraction(
+                project=project,
+                source="api",
+                kind=kind,
+                content=content.format(i=i),
+                idempotency_key=key.format(i=i),
+            )
+            for i in range(n)
+        ]
+        with db.session() as s:
+            return store(s, records).interaction_ids
+
+    return make

@@ -16,14 +16,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from pipeline.api import create_app
-from pipeline.apikeys import create_api_key
+from pipeline.api.app import create_app
 from pipeline.db.engine import Database
 from pipeline.db.models import ApiKey, Interaction, WebhookDelivery
-from pipeline.dispatch import CeleryDispatcher
+from pipeline.intake.apikeys import create_api_key
+from pipeline.intake.signatures import sign
 from pipeline.settings import Settings
-from pipeline.webhooks import sign
 from workers.app import make_celery
+from workers.dispatch import CeleryDispatcher
 
 pytestmark = pytest.mark.integration
 

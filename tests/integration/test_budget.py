@@ -10,11 +10,13 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, text
 
-from pipeline.budget import (
+from pipeline.db.engine import Database
+from pipeline.db.models import BudgetDay, BudgetReservation
+from pipeline.settings import Settings
+from pipeline.spend.budget import budget_state
+from pipeline.spend.reservations import (
     STALE_REASON,
-    Priority,
     Reservation,
-    budget_state,
     release,
     release_many,
     release_stale,
@@ -22,9 +24,7 @@ from pipeline.budget import (
     settle,
     settle_many,
 )
-from pipeline.db.engine import Database
-from pipeline.db.models import BudgetDay, BudgetReservation
-from pipeline.settings import Settings
+from pipeline.types import Priority
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,8 @@ real budget tables in the embedded Postgres, and extraction/analysis through Cla
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +14,6 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from support.messages_api import Fault, MessagesAPIServer
 
-from pipeline import pricing
-from pipeline.analysis import analyze_batch
 from pipeline.db.engine import Database
 from pipeline.db.models import (
     BudgetDay,
@@ -23,19 +23,25 @@ from pipeline.db.models import (
     Pattern,
     Recommendation,
 )
-from pipeline.extraction import extract_batch
-from pipeline.ingest import NormalizedInteraction, store
+from pipeline.extract.analysis import analyze_batch
+from pipeline.extract.batch import extract_batch
+from pipeline.extract.prompts import extraction_messages
+from pipeline.extract.schemas import ExtractionResult, extraction_json_schema
 from pipeline.llm.base import GenerationRequest
-from pipeline.llm.claude import ClaudeBatchEngine, ClaudeEngine, build_client
-from pipeline.placement import estimated_cost, place
-from pipeline.prompts import extraction_messages
-from pipeline.routing import complexity
-from pipeline.schemas import ExtractionResult, extraction_json_schema
-from pipeline.settings import Settings, TaskType
+from pipeline.llm.claude import ClaudeEngine, build_client
+from pipeline.llm.claude_batch import ClaudeBatchEngine
+from pipeline.settings import Settings
+from pipeline.spend import pricing
+from pipeline.spend.placement import estimated_cost, place
+from pipeline.spend.routing import complexity
+from pipeline.types import TaskType
 
 pytestmark = pytest.mark.integration
 
 MODEL = "claude-sonnet-5-5"
+
+#: Text of a pull request complex enough for strategic analysis.
+COMPLEX_PR = "Pull request #{i}: redesign the retry architecture, breaking change {i}"
 
 
 def _settings(server: MessagesAPIServer, **kw: Any) -> Settings:
@@ -271,25 +277,34 @@ def test_batches_give_up_after_the_rounds(db: Database, messages_api: MessagesAP
     assert row is not None and row.spent_usd == 0 and row.reserved_usd == 0
 
 
-def _interactions(db: Database, n: int) -> list[int]:
-    records = [
-        NormalizedInteraction(
-            project="acme/widgets",
-            source="api",
-            kind="pull_request",
-            content=f"Pull request #{i}: redesign the retry architecture, breaking change {i}",
-            idempotency_key=f"test-{i}",
-        )
-        for i in range(n)
-    ]
-    with db.session() as s:
-        return store(s, records).interaction_ids
+def test_a_batch_that_never_ends_is_canceled_at_its_deadline(
+    db: Database, messages_api: MessagesAPIServer
+) -> None:
+    messages_api.batch_polls_until_ended = 10**9  # stays in_progress until canceled
+    settings = _settings(
+        messages_api, claude_batch_max_rounds=1, claude_batch_deadline_s=0.5,
+        claude_batch_poll_s=0.05,
+    )  # fmt: skip
+    started = time.monotonic()
+    out = ClaudeBatchEngine(client=build_client(settings), db=db, settings=settings).generate(
+        [_request(1), _request(2)]
+    )
+    assert time.monotonic() - started < 10
+    assert [g.finish_reason for g in out] == ["deferred", "deferred"]
+    assert "still processing after" in (out[0].error or "")
+    (batch,) = messages_api.requests_to("/v1/messages/batches")
+    cancels = [r for r in messages_api.requests if r.path.endswith("/cancel")]
+    assert len(cancels) == 1 and batch.json()  # the batch was asked to cancel
+    assert len(messages_api.requests_to(cancels[0].path)) == 1
+    assert _reservations(db) == {"released": 2}
+    row = _budget_row(db)
+    assert row is not None and row.spent_usd == 0 and row.reserved_usd == 0
 
 
 def test_extraction_through_claude_retries_a_malformed_output(
-    db: Database, messages_api: MessagesAPIServer
+    db: Database, messages_api: MessagesAPIServer, stored_interactions: Callable[..., list[int]]
 ) -> None:
-    ids = _interactions(db, 2)
+    ids = stored_interactions(2, kind="pull_request", content=COMPLEX_PR)
     # One request in flight, so faults meet requests in order: the first count passes, the first
     # message comes back malformed (not of the schema), the rest are well formed.
     settings = _settings(messages_api, claude_concurrency=1)
@@ -306,9 +321,9 @@ def test_extraction_through_claude_retries_a_malformed_output(
 
 
 def test_analysis_through_claude_stores_linked_recommendations(
-    db: Database, messages_api: MessagesAPIServer
+    db: Database, messages_api: MessagesAPIServer, stored_interactions: Callable[..., list[int]]
 ) -> None:
-    ids = _interactions(db, 2)
+    ids = stored_interactions(2, kind="pull_request", content=COMPLEX_PR)
     settings = _settings(messages_api)
     engine = ClaudeEngine.from_settings(settings, db)
     extract_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
@@ -330,13 +345,15 @@ def test_analysis_through_claude_stores_linked_recommendations(
     assert {r.provider for r in recs} == {"claude"}
 
 
-def test_failures_are_marked_in_one_statement_on_waiting_rows_only(db: Database) -> None:
+def test_failures_are_marked_in_one_statement_on_waiting_rows_only(
+    db: Database, stored_interactions: Callable[..., list[int]]
+) -> None:
     """mark_failed / mark_analysis_failed: each row gets its own reason; rows another run
     finished meanwhile are left alone."""
-    from pipeline.analysis import mark_analysis_failed
-    from pipeline.extraction import mark_failed
+    from pipeline.extract.analysis import mark_analysis_failed
+    from pipeline.extract.write import mark_failed
 
-    ids = _interactions(db, 3)
+    ids = stored_interactions(3, kind="pull_request", content=COMPLEX_PR)
     with db.session() as s:
         s.execute(
             Interaction.__table__.update()
@@ -369,9 +386,9 @@ def test_failures_are_marked_in_one_statement_on_waiting_rows_only(db: Database)
 
 
 def test_placement_scores_the_batch_once_and_routes_what_one_budget_snapshot_affords(
-    db: Database, messages_api: MessagesAPIServer
+    db: Database, messages_api: MessagesAPIServer, stored_interactions: Callable[..., list[int]]
 ) -> None:
-    ids = _interactions(db, 4)
+    ids = stored_interactions(4, kind="pull_request", content=COMPLEX_PR)
     with db.session() as s:
         rows = {r.id: r for r in s.scalars(select(Interaction).where(Interaction.id.in_(ids)))}
     one = estimated_cost(_settings(messages_api), len(rows[ids[0]].content), 10**6)

@@ -18,12 +18,12 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from pipeline.api import create_app
-from pipeline.budget import reserve, settle
-from pipeline.costs import cost_report
+from pipeline.api.app import create_app
 from pipeline.db.engine import Database
 from pipeline.db.models import LLMCall
+from pipeline.ops.costs import cost_report
 from pipeline.settings import Settings
+from pipeline.spend.reservations import reserve, settle
 
 pytestmark = pytest.mark.integration
 

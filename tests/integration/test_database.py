@@ -10,16 +10,10 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from pipeline.db.engine import MIGRATIONS_DIR, Database, scope_to_project
-from pipeline.db.models import (
-    Base,
-    Interaction,
-    Pattern,
-    Project,
-    ProjectMember,
-    WebhookDelivery,
-)
-from pipeline.ingest import read_records, store
-from pipeline.stats import table_counts
+from pipeline.db.models import Base, Interaction, Pattern, Project, ProjectMember, WebhookDelivery
+from pipeline.intake.records import read_records
+from pipeline.intake.store import store
+from pipeline.ops.stats import table_counts
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +149,29 @@ def _head() -> str:
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head
+
+
+def test_a_dropped_connection_is_a_retryable_error_that_names_no_parameters(db: Database) -> None:
+    """Postgres ending the session (as a restart does) reaches the caller as
+    ``DatabaseUnavailableError``, which the tasks' ``autoretry_for`` retries; the message carries
+    the driver's words, not the statement's bound parameters."""
+    from pipeline.errors import DatabaseUnavailableError, RetryableError
+    from workers.app import RETRY_POLICY
+
+    with pytest.raises(DatabaseUnavailableError) as caught, db.session() as s:
+        s.execute(text("SELECT pg_terminate_backend(pg_backend_pid()), :secret"), {"secret": "s3"})
+    assert isinstance(caught.value, RetryableError)
+    assert issubclass(DatabaseUnavailableError, RETRY_POLICY["autoretry_for"])  # type: ignore[arg-type]
+    assert "s3" not in str(caught.value) and "SELECT" not in str(caught.value)
+    with db.session() as s:  # the pool hands out a fresh connection next time
+        assert s.scalar(text("SELECT 1")) == 1
+
+
+def test_an_unreachable_server_is_a_retryable_error() -> None:
+    from pipeline.errors import DatabaseUnavailableError
+
+    unreachable = Database.from_url("postgresql+psycopg://u:hunter2@127.0.0.1:9/none")
+    with pytest.raises(DatabaseUnavailableError) as caught, unreachable.session() as s:
+        s.execute(text("SELECT 1"))
+    assert "hunter2" not in str(caught.value)
+    unreachable.dispose()

@@ -11,18 +11,11 @@ from sqlalchemy import func, select, text
 
 from pipeline.db.engine import Database
 from pipeline.db.models import CodeAnalysis, LLMCall, TypeScriptError
-from pipeline.errorfix import (
-    BATCH_LOCK_KEY,
-    acceptance,
-    check_fixes,
-    claim,
-    find_tsc,
-    process_batch,
-    read_diagnostics,
-    review,
-    store_diagnostics,
-)
-from pipeline.settings import Settings
+from pipeline.errorfix.batch import BATCH_LOCK_KEY, process_batch
+from pipeline.errorfix.compiler import check_fixes, find_tsc
+from pipeline.errorfix.parsing import read_diagnostics
+from pipeline.errorfix.store import acceptance, claim, review, store_diagnostics
+from pipeline.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +97,13 @@ def test_beat_entry_runs_a_batch_that_learns_from_accepted_fixes(
     assert entry["schedule"] == ERRORFIX_INTERVAL_S == 600
     assert TASK_ROUTES[str(entry["task"])] == {"queue": "errorfix"}
     store_diagnostics(db, read_diagnostics([tsc_records], "x")[0][:12])
-    resources.install(database=db, llm=vllm_engine, emb=embedder)  # type: ignore[arg-type]
-    try:
+    installed = resources.Resources(
+        get_settings(),
+        db=db,
+        engine=vllm_engine,
+        embedder=embedder,  # type: ignore[arg-type]
+    )
+    with resources.use(installed):
         first = app.tasks[str(entry["task"])].apply(kwargs={"limit": 6}).get()
         assert first["processed"] == 6 and first["suggested"] + first["failed"] == 6
         assert first["failed"] <= 1 and first["retrieved_examples"] == 0
@@ -129,9 +127,7 @@ def test_beat_entry_runs_a_batch_that_learns_from_accepted_fixes(
             review(db, error_id, accepted=True)
         review(db, suggested[2], accepted=False)
         report = acceptance(db)
-        assert report["accepted"] == 2 and report["acceptance_rate"] == pytest.approx(
-            2 / 3, abs=1e-3
-        )
+        assert report.accepted == 2 and report.acceptance_rate == pytest.approx(2 / 3, abs=1e-3)
 
         second = app.tasks[str(entry["task"])].apply(kwargs={"limit": 6}).get()
         assert second["processed"] == 6
@@ -146,8 +142,6 @@ def test_beat_entry_runs_a_batch_that_learns_from_accepted_fixes(
             assert second["tsc_checked"] == second["suggested"]
             assert newest.compiles is not None
         assert _statuses(db).get("pending") is None or _statuses(db)["pending"] == 0
-    finally:
-        resources.reset()
 
 
 def test_tsc_check_tells_a_real_fix_from_prose(model_settings: Settings) -> None:

@@ -10,11 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from pipeline.api import create_app
-from pipeline.apikeys import create_api_key
+from pipeline.api.app import create_app
 from pipeline.db.engine import Database
 from pipeline.db.models import CodeAnalysis, TypeScriptError
-from pipeline.errorfix import TsDiagnostic, acceptance, store_diagnostics
+from pipeline.errorfix.parsing import TsDiagnostic
+from pipeline.errorfix.store import acceptance, store_diagnostics
+from pipeline.intake.apikeys import create_api_key
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -69,10 +70,10 @@ def test_accept_and_reject_with_the_projects_key(db: Database, client: httpx.Cli
             == "accepted"
         )
         assert s.get(TypeScriptError, other).status == "ai_suggested"  # type: ignore[union-attr]
-    assert acceptance(db)["accepted"] == 1
+    assert acceptance(db).accepted == 1
     rejected = client.post(f"/v1/typescript-errors/{first}/reject", headers=auth)
     assert rejected.json() == {"id": first, "status": "rejected"}
-    assert acceptance(db) | {"by_status": None} == {
+    assert acceptance(db).as_dict() | {"by_status": None} == {
         "by_status": None, "accepted": 0, "rejected": 1, "acceptance_rate": 0.0,
     }  # fmt: skip
 

@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 
 from pipeline.db.engine import Database
 from pipeline.db.models import Interaction, LLMCall, Pattern, PatternRelationship, PatternValidation
-from pipeline.embeddings import embed_patterns
-from pipeline.extraction import extract_batch
-from pipeline.ingest import NormalizedInteraction, read_records, store
+from pipeline.extract.batch import extract_batch
+from pipeline.extract.schemas import ExtractionResult, extraction_json_schema
+from pipeline.intake.normalize import NormalizedInteraction
+from pipeline.intake.records import read_records
+from pipeline.intake.store import store
 from pipeline.llm.base import GenerationRequest
-from pipeline.schemas import ExtractionResult, extraction_json_schema
 from pipeline.settings import Settings
+from pipeline.store.embed import embed_patterns
 
 pytestmark = pytest.mark.integration
 

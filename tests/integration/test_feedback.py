@@ -17,16 +17,13 @@ from sqlalchemy import func, insert, select, update
 
 from pipeline.db.engine import Database
 from pipeline.db.models import Interaction, Pattern, WebhookDelivery
-from pipeline.embeddings import pattern_text
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.feedback import (
-    COMMENT_MARKER,
-    HttpxGitHubClient,
-    feedback_candidates,
-    post_feedback,
-)
-from pipeline.ingest import normalize_delivery, normalize_interaction, store
+from pipeline.github.client import HttpxGitHubClient
+from pipeline.github.feedback import COMMENT_MARKER, feedback_candidates, post_feedback
+from pipeline.intake.normalize import normalize_delivery, normalize_interaction
+from pipeline.intake.store import store
 from pipeline.settings import Settings
+from pipeline.store.embedder import pattern_text
 
 pytestmark = pytest.mark.integration
 
@@ -254,15 +251,13 @@ def test_embed_task_hands_on_to_the_feedback_task(
         ]  # fmt: skip
         s.execute(update(Interaction).where(Interaction.id == new).values(status="extracted"))
     settings = _settings(github.url)
-    monkeypatch.setattr(resources, "settings", lambda: settings)
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = True  # run the handed-on task here (no broker in this test)
-    resources.install(database=db, emb=embedder)
     try:
-        out = app.tasks["patterns.embed_patterns"].apply(args=[[str(p) for p in pattern_ids]])
-        again = app.tasks["patterns.embed_patterns"].apply(args=[[str(p) for p in pattern_ids]])
+        with resources.use(resources.Resources(settings, db=db, embedder=embedder)):
+            out = app.tasks["patterns.embed_patterns"].apply(args=[[str(p) for p in pattern_ids]])
+            again = app.tasks["patterns.embed_patterns"].apply(args=[[str(p) for p in pattern_ids]])
     finally:
-        resources.reset()
         app.conf.task_always_eager = eager
     first, second = out.get(), again.get()
     assert (first["embedded"], first["feedback"]) == (1, 1)

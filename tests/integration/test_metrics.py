@@ -18,12 +18,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, update
 
-from pipeline.api import create_app
-from pipeline.budget import reserve
+from pipeline.api.app import create_app
 from pipeline.db.engine import Database
 from pipeline.db.models import Interaction, LLMCall
-from pipeline.ingest import NormalizedInteraction, store
 from pipeline.settings import Settings
+from pipeline.spend.reservations import reserve
 
 pytestmark = pytest.mark.integration
 
@@ -59,31 +58,16 @@ def _get(live_server: Serve, settings: Settings, db: Database, path: str) -> htt
         return client.get(path)
 
 
-def _interactions(db: Database, n: int) -> list[int]:
-    records = [
-        NormalizedInteraction(
-            project="acme/widgets",
-            source="api",
-            kind="conversation",
-            content=f"conversation {i} about retries",
-            idempotency_key=f"metrics-{i}",
-        )
-        for i in range(n)
-    ]
-    with db.session() as s:
-        return store(s, records).interaction_ids
-
-
 def _call(provider: str, model: str, outcome: str = "ok", **figures: Any) -> dict[str, Any]:
     return {"provider": provider, "model": model, "task_type": "extract", "outcome": outcome,
             **figures}  # fmt: skip
 
 
 @pytest.fixture()
-def populated(db: Database) -> Database:
+def populated(db: Database, stored_interactions: Callable[..., list[int]]) -> Database:
     """Five interactions (two failed for one reason, one dead, two received), four llm_calls
     rows and a 1.25 USD reservation on today's budget."""
-    ids = _interactions(db, 5)
+    ids = stored_interactions(5, key="metrics-{i}")
     with db.session() as s:
         s.execute(
             update(Interaction)

@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
-from pipeline.apikeys import authenticate, hash_key
 from pipeline.db.engine import Database
 from pipeline.db.models import ApiKey, Interaction
-from pipeline.dispatch import CeleryDispatcher
-from pipeline.ingest import normalize_interaction, store
-from pipeline.outbox import SWEEP_LOCK_KEY, sweep_outbox
+from pipeline.intake.apikeys import authenticate, hash_key
+from pipeline.intake.normalize import normalize_interaction
+from pipeline.intake.outbox import SWEEP_LOCK_KEY, sweep_outbox
+from pipeline.intake.store import store
 from pipeline.settings import Settings
 from workers.app import make_celery
+from workers.dispatch import CeleryDispatcher
 
 pytestmark = pytest.mark.integration
 

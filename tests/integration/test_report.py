@@ -1,4 +1,4 @@
-"""``patterns report`` over real rows: the numbers of :func:`pipeline.report.build_report`, the
+"""``patterns report`` over real rows: the numbers of :func:`pipeline.ops.report.build_report`, the
 JSON and table output of the command and its PNG chart."""
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pipeline.db.models import (
     PatternValidation,
     Recommendation,
 )
-from pipeline.ingest import NormalizedInteraction, store
-from pipeline.report import build_report
+from pipeline.intake.normalize import NormalizedInteraction
+from pipeline.intake.store import store
+from pipeline.ops.report import build_report
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,17 +15,6 @@ from pipeline.settings import Settings
 from workers.app import make_celery
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.contextvars.clear_contextvars()
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_patterns_handler", False)]:
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
 
 
 def test_eager_task_logs_carry_task_id(

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.budget import Admission, BudgetState, Priority, admission, budget_day
+from pipeline.spend.budget import Admission, BudgetState, admission, budget_day
+from pipeline.types import Priority
 
 D = Decimal
 DAY = dt.date(2026, 11, 21)

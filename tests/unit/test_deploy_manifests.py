@@ -31,7 +31,7 @@ import jsonschema
 import pytest
 import yaml
 
-from workers.app import QUEUES, ROLE_QUEUES
+from pipeline.queues import QUEUES, ROLE_QUEUES
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -48,12 +48,6 @@ DATABASE_URL = re.compile(
     r"^postgresql://patterns:\$\{POSTGRES_PASSWORD[^}]*\}@postgres:5432/patterns$"
 )
 REDIS_URL = "redis://redis:6379/0"
-#: CLI commands the manifests use before the code has them: xfail (not fail) until they exist.
-PENDING_COMMANDS = {
-    "serve": "the HTTP API command `patterns serve` is not implemented yet",
-    "beat": "the scheduler command `patterns beat` is not implemented yet",
-}
-PENDING_FILES = {"README.md": "README.md (pyproject's readme; the Dockerfiles copy it) is missing"}
 #: Fields of a KEDA ScaledObject's spec (keda.sh/v1alpha1), to catch misspelt keys.
 SCALED_OBJECT_SPEC_FIELDS = {
     "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
@@ -516,10 +510,7 @@ def test_manifests_only_use_existing_cli_commands(services: dict[str, dict[str, 
         known.add(name)
         known.update(f"{name} {sub}" for sub in getattr(command, "commands", {}))
     missing = [cmd for cmd in _commands_in_use(services) if cmd not in known]
-    unexpected = [cmd for cmd in missing if cmd not in PENDING_COMMANDS]
-    assert not unexpected, f"the manifests run commands the CLI does not have: {unexpected}"
-    if missing:
-        pytest.xfail("; ".join(PENDING_COMMANDS[cmd] for cmd in missing))
+    assert not missing, f"the manifests run commands the CLI does not have: {missing}"
 
 
 def test_kubernetes_images_are_the_ones_compose_builds(
@@ -568,9 +559,7 @@ def test_dockerfile_copies_the_project(dockerfile_parser: ModuleType, flavour: s
     for src in sources:
         assert re.search(rf"^!{re.escape(src)}/?$", ignore, re.M), f"{src} is .dockerignored"
     missing = [src for src in sources if not (REPO / src).exists()]
-    assert not set(missing) - set(PENDING_FILES), f"COPY sources missing: {missing}"
-    if missing:
-        pytest.xfail("; ".join(PENDING_FILES[src] for src in missing))
+    assert not missing, f"COPY sources missing: {missing}"
 
 
 def test_cpu_dockerfile_installs_the_way_the_makefile_does(dockerfile_parser: ModuleType) -> None:

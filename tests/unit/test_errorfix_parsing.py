@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errorfix import (
-    FixSuggestion,
-    TsDiagnostic,
-    parse_fix,
-    parse_jsonl_record,
-    parse_tsc_output,
-)
+from pipeline.errorfix.parsing import TsDiagnostic, parse_jsonl_record, parse_tsc_output
+from pipeline.errorfix.prompt import FixSuggestion, parse_fix
 from pipeline.errors import MalformedInputError, ModelOutputError
 
 PLAIN = (

@@ -4,24 +4,15 @@ relationship resolution, prompt building and title normalisation. No model, no d
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from pipeline.errors import ModelOutputError, PipelineError
-from pipeline.extraction import (
-    MAX_ATTEMPTS,
-    ResolvedRelationship,
-    extraction_key,
-    parse_output,
-    resolve_relationships,
-    retry_decision,
-)
-from pipeline.prompts import (
+from pipeline.extract.batch import MAX_ATTEMPTS, extraction_key, parse_output, retry_decision
+from pipeline.extract.prompts import (
     EXAMPLE_ASSISTANT,
     EXAMPLE_TITLES,
     EXAMPLE_USER,
@@ -29,7 +20,8 @@ from pipeline.prompts import (
     SYSTEM,
     extraction_messages,
 )
-from pipeline.schemas import (
+from pipeline.extract.relationships import ResolvedRelationship, resolve_relationships
+from pipeline.extract.schemas import (
     SCHEMA_VERSION,
     ExtractedRelationship,
     ExtractionResult,
@@ -71,12 +63,8 @@ def output(
 
 
 @pytest.fixture()
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(clean_env: pytest.MonkeyPatch) -> Settings:
     """Default settings, isolated from the environment and any ``.env``."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.upper().startswith("PATTERNS_"):
-            monkeypatch.delenv(name)
     return Settings()
 
 
@@ -140,7 +128,7 @@ def test_messages_keep_content_up_to_the_limit(extra: int) -> None:
 
 
 def test_messages_truncate_real_long_pull_request(celery_records: list[dict[str, Any]]) -> None:
-    from pipeline.ingest import NormalizedInteraction, parse_record
+    from pipeline.intake.normalize import NormalizedInteraction, parse_record
 
     items = [parse_record(r) for r in celery_records]
     contents = [i.content for i in items if isinstance(i, NormalizedInteraction)]

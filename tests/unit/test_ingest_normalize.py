@@ -1,4 +1,5 @@
-"""Unit tests of the pure part of :mod:`pipeline.ingest`: cleaning, normalising and reading records.
+"""Unit tests of the pure part of :mod:`pipeline.intake.normalize`: cleaning and normalising
+deliveries and interactions, and reading records.
 
 Inputs are the real octokit/webhooks example payloads and the first lines of the celery corpus in
 ``../shared/data/github``; files written by tests live in ``tmp_path``.
@@ -18,17 +19,16 @@ from typing import Any
 import pytest
 
 from pipeline.errors import MalformedInputError, PermanentError
-from pipeline.ingest import (
+from pipeline.intake.normalize import (
     MAX_FILES_LISTED,
-    MalformedRecord,
     NormalizedInteraction,
     SkippedDelivery,
     clean_text,
     normalize_delivery,
     normalize_interaction,
     parse_record,
-    read_records,
 )
+from pipeline.intake.records import MalformedRecord, read_records
 
 Loader = Callable[[str], dict[str, Any]]
 

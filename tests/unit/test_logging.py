@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -61,17 +60,6 @@ def test_redact_event(method: str, event: dict[str, Any], expected: dict[str, An
 def test_is_secret_key() -> None:
     assert all(map(is_secret_key, ["api_key", "APIKEY", "x_api_key", "bearer_token", "signature"]))
     assert not any(map(is_secret_key, ["tokens", "tokens_out", "keyword", "task_id", "secretary"]))
-
-
-@pytest.fixture()
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.contextvars.clear_contextvars()
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_patterns_handler", False)]:
-        root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
 
 
 def _json_lines(err: str) -> list[dict[str, Any]]:

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from pipeline.apikeys import KEY_PREFIX, generate_key, hash_key
-from pipeline.feedback import SimilarPattern, render_comment
-from pipeline.outbox import Dead, Republish, Wait, sweep_decision
+from pipeline.github.feedback import SimilarPattern, render_comment
+from pipeline.intake.apikeys import KEY_PREFIX, generate_key, hash_key
+from pipeline.intake.outbox import Dead, Republish, Wait, sweep_decision
+from pipeline.intake.signatures import sign, verify_signature
 from pipeline.settings import Settings
-from pipeline.webhooks import sign, verify_signature
 
 # docs.github.com, "Validating webhook deliveries", "Testing the webhook payload validation".
 GITHUB_SECRET = "It's a Secret to Everybody"

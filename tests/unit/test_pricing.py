@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from pipeline.errors import ConfigurationError
-from pipeline.pricing import (
+from pipeline.spend.pricing import (
     BATCH_DISCOUNT,
     PRICES,
     TokenUsage,
@@ -156,7 +156,7 @@ def test_worst_case_bounds_every_usage_within_it(batch: bool) -> None:
 def test_worst_case_prices_input_at_the_cache_ttl_the_request_asks_for() -> None:
     from decimal import Decimal
 
-    from pipeline.pricing import worst_case_usd
+    from pipeline.spend.pricing import worst_case_usd
 
     # claude-sonnet-5-5: input 2, 5m write 2.50, 1h write 4, output 10 (USD per million tokens)
     assert worst_case_usd("claude-sonnet-5-5", 1_000_000, 0, cache_ttl=None) == Decimal("2")

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipeline.budget import BudgetState, Priority
-from pipeline.ingest import MalformedRecord, read_records
-from pipeline.routing import (
-    QUEUE_CLAUDE,
-    QUEUE_LOCAL,
+from pipeline.intake.records import MalformedRecord, read_records
+from pipeline.queues import QUEUE_CLAUDE, QUEUE_EXTRACT
+from pipeline.settings import Settings
+from pipeline.spend.budget import BudgetState
+from pipeline.spend.routing import (
     ComplexityFeatures,
-    Provider,
     RoutingTask,
     complexity,
     complexity_features,
@@ -23,7 +22,7 @@ from pipeline.routing import (
     needs_strategic_analysis,
     route,
 )
-from pipeline.settings import Settings, Strategy, TaskType
+from pipeline.types import ROUTED_TASK_TYPES, Priority, Provider, Strategy, TaskType
 
 CORPUS = (
     Path(__file__).resolve().parents[2].parent / "shared/data/github/celery-pull-requests.jsonl.gz"
@@ -125,7 +124,7 @@ def test_route_table(
     )
     assert decision.provider is provider, decision.reason
     assert reason in decision.reason
-    assert decision.queue == (QUEUE_CLAUDE if provider is Provider.CLAUDE else QUEUE_LOCAL)
+    assert decision.queue == (QUEUE_CLAUDE if provider is Provider.CLAUDE else QUEUE_EXTRACT)
     assert decision.model == (
         settings.claude_model if provider is Provider.CLAUDE else decision.model
     )
@@ -165,11 +164,29 @@ def test_strategy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_from_the_mission() -> None:
     s = Settings()
-    assert [s.complexity_thresholds[t] for t in T] == [0.3, 0.4, 0.2, 0.8, 0.9, 0.7]
-    assert [s.local_capability[t] for t in T] == [0.85, 0.75, 0.90, 0.40, 0.30, 0.45]
+    assert [s.complexity_thresholds[t] for t in ROUTED_TASK_TYPES] == [0.3, 0.4, 0.2, 0.8, 0.9, 0.7]
+    assert [s.local_capability[t] for t in ROUTED_TASK_TYPES] == [
+        0.85,
+        0.75,
+        0.90,
+        0.40,
+        0.30,
+        0.45,
+    ]
     assert (s.daily_budget_usd, s.emergency_budget_usd) == (Decimal(50), Decimal(100))
     assert s.local_preference == 0.8
     assert s.llm_strategy is Strategy.HYBRID
+
+
+def test_the_error_fix_batch_is_never_routed_to_claude() -> None:
+    for strategy in Strategy:
+        decision = route(
+            RoutingTask(TaskType.ERROR_FIX, 1.0, Decimal("0.01"), Priority.EMERGENCY, True),
+            _budget("0"),
+            _settings(strategy),
+        )
+        assert decision.provider is Provider.LOCAL, (strategy, decision.reason)
+        assert "error_fix always runs on the local model" in decision.reason
 
 
 # --- complexity ----------------------------------------------------------------------------
@@ -227,7 +244,7 @@ def test_complexity_distribution_on_the_corpus() -> None:
 
 
 def test_priority_from_metadata() -> None:
-    from pipeline.routing import priority_of
+    from pipeline.spend.routing import priority_of
 
     assert priority_of({"priority": "emergency"}) is Priority.EMERGENCY
     assert priority_of({"priority": "urgent"}) is Priority.NORMAL

@@ -6,51 +6,27 @@ kombu's in-process ``memory://`` transport.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from pydantic import SecretStr, ValidationError
 
-from pipeline.settings import Settings, get_settings
-from workers.app import (
+from pipeline.queues import (
     QUEUE_CLAUDE,
     QUEUE_EMBED,
     QUEUE_ERRORFIX,
     QUEUE_EXTRACT,
     QUEUES,
     ROLE_QUEUES,
-    TASK_ROUTES,
-    make_celery,
 )
-
-#: Unprefixed variables Settings reads; cleared so the developer's shell cannot leak in.
-STANDARD_VARS = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GITHUB_WEBHOOK_SECRET",
-)
-
-
-@pytest.fixture()
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
-    """A clean environment: no PATTERNS_* or standard variables, cwd in an empty folder (no
-    ``.env``)."""
-    for name in list(os.environ):
-        if name.upper().startswith("PATTERNS_") or name.upper() in STANDARD_VARS:
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    yield monkeypatch
-
+from pipeline.settings import Settings, get_settings
+from workers.app import TASK_ROUTES, make_celery
 
 # --- Settings ----------------------------------------------------------------------------------
 
 
-def test_defaults(env: pytest.MonkeyPatch) -> None:
+def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.database_url is None
     assert s.redis_url is None
@@ -67,21 +43,21 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("name", ["DATABASE_URL", "PATTERNS_DATABASE_URL"])
-def test_database_url_from_env(env: pytest.MonkeyPatch, name: str) -> None:
-    env.setenv(name, "postgresql+psycopg://u:p@db:5432/patterns")
+def test_database_url_from_env(clean_env: pytest.MonkeyPatch, name: str) -> None:
+    clean_env.setenv(name, "postgresql+psycopg://u:p@db:5432/patterns")
     assert Settings().database_url == "postgresql+psycopg://u:p@db:5432/patterns"
 
 
 @pytest.mark.parametrize("name", ["REDIS_URL", "PATTERNS_REDIS_URL"])
-def test_redis_url_from_env(env: pytest.MonkeyPatch, name: str) -> None:
-    env.setenv(name, "redis://cache:6379/2")
+def test_redis_url_from_env(clean_env: pytest.MonkeyPatch, name: str) -> None:
+    clean_env.setenv(name, "redis://cache:6379/2")
     assert Settings().redis_url == "redis://cache:6379/2"
 
 
-def test_secrets_without_prefix_are_hidden(env: pytest.MonkeyPatch) -> None:
-    env.setenv("ANTHROPIC_API_KEY", "sk-ant-test-123")
-    env.setenv("GITHUB_WEBHOOK_SECRET", "hook-secret")
-    env.setenv("ANTHROPIC_BASE_URL", "http://localhost:9999")
+def test_secrets_without_prefix_are_hidden(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ANTHROPIC_API_KEY", "sk-ant-test-123")
+    clean_env.setenv("GITHUB_WEBHOOK_SECRET", "hook-secret")
+    clean_env.setenv("ANTHROPIC_BASE_URL", "http://localhost:9999")
     s = Settings()
     assert isinstance(s.anthropic_api_key, SecretStr)
     assert s.anthropic_api_key.get_secret_value() == "sk-ant-test-123"
@@ -92,13 +68,13 @@ def test_secrets_without_prefix_are_hidden(env: pytest.MonkeyPatch) -> None:
     assert "hook-secret" not in repr(s)
 
 
-def test_prefixed_fields_from_env(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    env.setenv("PATTERNS_EXTRACT_MAX_TOKENS", "256")
-    env.setenv("PATTERNS_EXTRACT_RETRY_TEMPERATURE", "0.5")
-    env.setenv("PATTERNS_TITLE_MATCH_CUTOFF", "0.9")
-    env.setenv("PATTERNS_VLLM_ENFORCE_EAGER", "false")
-    env.setenv("PATTERNS_DATA_DIR", str(tmp_path / "data"))
-    env.setenv("PATTERNS_BROKER_VISIBILITY_TIMEOUT_S", "900")
+def test_prefixed_fields_from_env(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("PATTERNS_EXTRACT_MAX_TOKENS", "256")
+    clean_env.setenv("PATTERNS_EXTRACT_RETRY_TEMPERATURE", "0.5")
+    clean_env.setenv("PATTERNS_TITLE_MATCH_CUTOFF", "0.9")
+    clean_env.setenv("PATTERNS_VLLM_ENFORCE_EAGER", "false")
+    clean_env.setenv("PATTERNS_DATA_DIR", str(tmp_path / "data"))
+    clean_env.setenv("PATTERNS_BROKER_VISIBILITY_TIMEOUT_S", "900")
     s = Settings()
     assert s.extract_max_tokens == 256
     assert s.extract_retry_temperature == 0.5
@@ -108,23 +84,23 @@ def test_prefixed_fields_from_env(env: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert s.broker_visibility_timeout_s == 900
 
 
-def test_env_names_are_case_insensitive(env: pytest.MonkeyPatch) -> None:
-    env.setenv("patterns_seed", "7")
+def test_env_names_are_case_insensitive(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("patterns_seed", "7")
     assert Settings().seed == 7
 
 
-def test_unprefixed_field_names_are_ignored(env: pytest.MonkeyPatch) -> None:
+def test_unprefixed_field_names_are_ignored(clean_env: pytest.MonkeyPatch) -> None:
     """Pipeline fields are only read with the ``PATTERNS_`` prefix."""
-    env.setenv("EXTRACT_MAX_TOKENS", "300")
-    env.setenv("SEED", "4")
+    clean_env.setenv("EXTRACT_MAX_TOKENS", "300")
+    clean_env.setenv("SEED", "4")
     s = Settings()
     assert s.extract_max_tokens == 512
     assert s.seed == 0
 
 
-def test_unknown_prefixed_variables_are_ignored(env: pytest.MonkeyPatch) -> None:
-    env.setenv("PATTERNS_NO_SUCH_SETTING", "1")
-    env.setenv("PATTERNS_WORKER_ROLE", "extract")  # set by workers.worker, not a field
+def test_unknown_prefixed_variables_are_ignored(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("PATTERNS_NO_SUCH_SETTING", "1")
+    clean_env.setenv("PATTERNS_WORKER_ROLE", "extract")  # set by workers.worker, not a field
     Settings()
 
 
@@ -143,13 +119,13 @@ def test_unknown_prefixed_variables_are_ignored(env: pytest.MonkeyPatch) -> None
         ("PATTERNS_VALIDATION_MAX_DISTANCE", "3"),
     ],
 )
-def test_invalid_values_are_rejected(env: pytest.MonkeyPatch, name: str, value: str) -> None:
-    env.setenv(name, value)
+def test_invalid_values_are_rejected(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    clean_env.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
 
 
-def test_dotenv_in_cwd_is_read_and_env_wins(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_dotenv_in_cwd_is_read_and_env_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
         "REDIS_URL=redis://from-dotenv:6379/0\n"
         "DATABASE_URL=postgresql://dotenv/db\n"
@@ -161,28 +137,28 @@ def test_dotenv_in_cwd_is_read_and_env_wins(env: pytest.MonkeyPatch, tmp_path: P
     assert s.redis_url == "redis://from-dotenv:6379/0"
     assert s.database_url == "postgresql://dotenv/db"
     assert (s.seed, s.extract_batch_size) == (5, 8)
-    env.setenv("PATTERNS_SEED", "9")
-    env.setenv("REDIS_URL", "redis://from-env:6379/1")
+    clean_env.setenv("PATTERNS_SEED", "9")
+    clean_env.setenv("REDIS_URL", "redis://from-env:6379/1")
     s = Settings()
     assert s.seed == 9
     assert s.redis_url == "redis://from-env:6379/1"
 
 
-def test_init_arguments_by_field_name_win(env: pytest.MonkeyPatch) -> None:
-    env.setenv("REDIS_URL", "redis://from-env:6379/0")
-    env.setenv("PATTERNS_SEED", "3")
+def test_init_arguments_by_field_name_win(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("REDIS_URL", "redis://from-env:6379/0")
+    clean_env.setenv("PATTERNS_SEED", "3")
     s = Settings(redis_url="redis://explicit:6379/0", database_url="postgresql://x/y", seed=11)
     assert s.redis_url == "redis://explicit:6379/0"
     assert s.database_url == "postgresql://x/y"
     assert s.seed == 11
 
 
-def test_get_settings_is_cached(env: pytest.MonkeyPatch) -> None:
+def test_get_settings_is_cached(clean_env: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
     try:
-        env.setenv("PATTERNS_SEED", "21")
+        clean_env.setenv("PATTERNS_SEED", "21")
         first = get_settings()
-        env.setenv("PATTERNS_SEED", "22")
+        clean_env.setenv("PATTERNS_SEED", "22")
         assert get_settings() is first
         assert first.seed == 21
     finally:
@@ -197,28 +173,30 @@ def _app(**settings: object) -> Celery:
 
 
 @pytest.mark.parametrize("redis_url", [None, ""])
-def test_without_redis_the_app_is_eager(env: pytest.MonkeyPatch, redis_url: str | None) -> None:
+def test_without_redis_the_app_is_eager(
+    clean_env: pytest.MonkeyPatch, redis_url: str | None
+) -> None:
     conf = _app(redis_url=redis_url).conf
     assert conf.task_always_eager is True
     assert conf.task_eager_propagates is True
     assert conf.broker_url == "memory://"
 
 
-def test_with_redis_the_app_uses_the_broker(env: pytest.MonkeyPatch) -> None:
+def test_with_redis_the_app_uses_the_broker(clean_env: pytest.MonkeyPatch) -> None:
     conf = _app(redis_url="redis://cache:6379/4").conf
     assert conf.task_always_eager is False
     assert conf.broker_url == "redis://cache:6379/4"
 
 
-def test_redis_url_from_env_reaches_the_app(env: pytest.MonkeyPatch) -> None:
-    env.setenv("REDIS_URL", "redis://cache:6379/5")
+def test_redis_url_from_env_reaches_the_app(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("REDIS_URL", "redis://cache:6379/5")
     conf = make_celery(Settings()).conf
     assert conf.task_always_eager is False
     assert conf.broker_url == "redis://cache:6379/5"
 
 
 @pytest.mark.parametrize("redis_url", [None, "redis://cache:6379/0"])
-def test_reliability_settings(env: pytest.MonkeyPatch, redis_url: str | None) -> None:
+def test_reliability_settings(clean_env: pytest.MonkeyPatch, redis_url: str | None) -> None:
     conf = _app(redis_url=redis_url, broker_visibility_timeout_s=4321).conf
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
@@ -231,7 +209,7 @@ def test_reliability_settings(env: pytest.MonkeyPatch, redis_url: str | None) ->
     assert conf.task_routes == TASK_ROUTES
 
 
-def test_visibility_timeout_default_exceeds_an_hour(env: pytest.MonkeyPatch) -> None:
+def test_visibility_timeout_default_exceeds_an_hour(clean_env: pytest.MonkeyPatch) -> None:
     """Must exceed the longest task (an extract batch, bounded by run_timeout_s)."""
     s = Settings()
     conf = make_celery(s).conf
@@ -278,13 +256,13 @@ def test_role_queues() -> None:
         ("patterns.not_routed", "extract.local"),  # the default queue
     ],
 )
-def test_router_resolves_queues(env: pytest.MonkeyPatch, task: str, queue: str) -> None:
+def test_router_resolves_queues(clean_env: pytest.MonkeyPatch, task: str, queue: str) -> None:
     app = _app(redis_url="redis://cache:6379/0")
     route = app.amqp.router.route({}, task, (), {})
     assert route["queue"].name == queue
 
 
-def test_published_tasks_land_on_their_queue_only(env: pytest.MonkeyPatch) -> None:
+def test_published_tasks_land_on_their_queue_only(clean_env: pytest.MonkeyPatch) -> None:
     """Publish through kombu's in-process memory transport and count messages per queue."""
     app = _app(redis_url=None)
     app.conf.task_always_eager = False  # publish instead of running in process
@@ -312,14 +290,14 @@ def test_registered_tasks_match_routes() -> None:
     import workers.errorfix
     import workers.extract
     import workers.feedback
-    import workers.outbox
+    import workers.sweep
     from workers.app import app
 
     assert workers.extract.extract_batch_task.name == "patterns.extract_batch"
     assert workers.extract.analyze_local_task.name == "patterns.analyze_local"
     assert workers.claude.claude_batch_task.name == "patterns.claude_batch"
     assert workers.embed.embed_patterns_task.name == "patterns.embed_patterns"
-    assert workers.outbox.sweep_outbox_task.name == "patterns.sweep_outbox"
+    assert workers.sweep.sweep_outbox_task.name == "patterns.sweep_outbox"
     assert workers.feedback.post_feedback_task.name == "patterns.post_feedback"
     assert workers.errorfix.errorfix_batch_task.name == "patterns.errorfix_batch"
     ours = {name for name in app.tasks if name.startswith("patterns.")}
@@ -338,7 +316,7 @@ def test_worker_roles() -> None:
 # --- beat and retry countdowns ----------------------------------------------------------------
 
 
-def test_beat_sweeps_the_outbox_every_minute(env: pytest.MonkeyPatch) -> None:
+def test_beat_sweeps_the_outbox_every_minute(clean_env: pytest.MonkeyPatch) -> None:
     from workers.app import BEAT_SCHEDULE
 
     conf = _app(redis_url="redis://cache:6379/0").conf
@@ -358,7 +336,7 @@ def _retrying_tasks() -> list[object]:
     return [t for name, t in sorted(app.tasks.items()) if name.startswith("patterns.")]
 
 
-def test_no_retry_countdown_reaches_the_visibility_timeout(env: pytest.MonkeyPatch) -> None:
+def test_no_retry_countdown_reaches_the_visibility_timeout(clean_env: pytest.MonkeyPatch) -> None:
     """A retried task waits for its countdown as an unacknowledged message (acks_late); if the
     countdown reached Redis' visibility timeout, Redis would hand the message to a second
     worker. Celery's exponential backoff is capped at ``retry_backoff_max`` (with jitter only
@@ -379,17 +357,67 @@ def test_no_retry_countdown_reaches_the_visibility_timeout(env: pytest.MonkeyPat
     assert settings.outbox_stale_after_s < settings.broker_visibility_timeout_s
 
 
-def test_outbox_and_github_defaults(env: pytest.MonkeyPatch) -> None:
+def test_outbox_and_github_defaults(clean_env: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.outbox_stale_after_s == 600
     assert s.outbox_max_attempts == 5
     assert s.max_request_bytes == 25 * 1024 * 1024
     assert s.github_token is None
     assert s.github_api_url == "https://api.github.com"
-    env.setenv("PATTERNS_GITHUB_TOKEN", "ghp_secret")
-    env.setenv("PATTERNS_OUTBOX_STALE_AFTER_S", "30")
-    env.setenv("PATTERNS_OUTBOX_MAX_ATTEMPTS", "2")
+    clean_env.setenv("PATTERNS_GITHUB_TOKEN", "ghp_secret")
+    clean_env.setenv("PATTERNS_OUTBOX_STALE_AFTER_S", "30")
+    clean_env.setenv("PATTERNS_OUTBOX_MAX_ATTEMPTS", "2")
     s = Settings()
     assert s.github_token is not None and s.github_token.get_secret_value() == "ghp_secret"
     assert "ghp_secret" not in repr(s)
     assert (s.outbox_stale_after_s, s.outbox_max_attempts) == (30, 2)
+
+
+def test_the_dispatcher_publishes_each_follow_up_in_its_documented_shape(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """The message shapes are an interface (the outbox re-publishes old messages, older producers
+    keep sending): defaults are left out of an extract message, ids travel as JSON."""
+    import uuid
+
+    from pipeline.types import ClaudeMode, TaskType
+    from workers.dispatch import CeleryDispatcher
+
+    app = _app(redis_url=None)
+    app.conf.task_always_eager = False  # publish to kombu's memory transport
+    dispatcher = CeleryDispatcher(app)
+    assert not dispatcher.eager
+    pattern = uuid.uuid4()
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        queues = {q.name: q(channel) for q in app.amqp.queues.values()}
+        for q in queues.values():
+            q.declare()
+            q.purge()
+        try:
+            dispatcher.extract([1, 2])
+            dispatcher.extract([3], route=False, claude_mode=ClaudeMode.BATCH)
+            dispatcher.claude([4], TaskType.STRATEGIC_ANALYSIS, claude_mode=ClaudeMode.BATCH)
+            dispatcher.analyze_local([5], {5: "why"})
+            dispatcher.embed([pattern])
+            dispatcher.feedback([6])
+            got: dict[str, list[tuple[str, list[object], dict[str, object]]]] = {}
+            for name, q in queues.items():
+                while (message := q.get(no_ack=True)) is not None:
+                    args, kwargs, _ = message.decode()
+                    got.setdefault(name, []).append((message.headers["task"], args, kwargs))
+        finally:
+            for q in queues.values():
+                q.purge()
+    assert got == {
+        "extract.local": [
+            ("patterns.extract_batch", [[1, 2]], {}),
+            ("patterns.extract_batch", [[3]], {"route": False, "claude_mode": "batch"}),
+            ("patterns.analyze_local", [[5], {"5": "why"}], {}),
+        ],
+        "claude": [("patterns.claude_batch", [[4], "strategic_analysis", "batch"], {})],
+        "embed": [
+            ("patterns.embed_patterns", [[str(pattern)]], {}),
+            ("patterns.post_feedback", [[6]], {}),
+        ],
+    }

@@ -29,8 +29,7 @@ def test_resolve_dtype(requested: str, on_gpu: bool, flags: frozenset[str], expe
     assert resolve_dtype(requested, on_gpu=on_gpu, cpu_flags=flags) == expected
 
 
-def test_default_is_auto_and_configurable(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("PATTERNS_VLLM_DTYPE", raising=False)
+def test_default_is_auto_and_configurable(clean_env: pytest.MonkeyPatch):
     assert Settings().vllm_dtype == "auto"
-    monkeypatch.setenv("PATTERNS_VLLM_DTYPE", "bfloat16")
+    clean_env.setenv("PATTERNS_VLLM_DTYPE", "bfloat16")
     assert Settings().vllm_dtype == "bfloat16"

@@ -1,0 +1,114 @@
+"""What the routes share: the typed application state and the dependencies that read it
+(database, dispatcher, settings), the project API key and the admin token, and a helper that runs
+blocking work in the thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from pipeline.db.engine import Database
+from pipeline.dispatch import Dispatcher
+from pipeline.intake.apikeys import Principal, authenticate
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class AppState:
+    """Everything a request may use, built once per application (``app.state.pipeline``).
+
+    ``db`` is ``None`` until start-up has connected; ``dispatcher`` is ``None`` when no broker is
+    configured (interactions are then only stored, for the sweeper or a later run to publish).
+    """
+
+    settings: Settings
+    db: Database | None = None
+    dispatcher: Dispatcher | None = None
+    owns_db: bool = False
+    metrics: CollectorRegistry | None = field(default=None, repr=False)
+
+
+def get_state(request: Request) -> AppState:
+    """The application's :class:`AppState`."""
+    state: AppState = request.app.state.pipeline
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def get_db(state: State) -> Database:
+    """The database, or 503 while start-up has not connected it."""
+    if state.db is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database not ready")
+    return state.db
+
+
+DB = Annotated[Database, Depends(get_db)]
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking ``fn`` in the thread pool. A :class:`~pipeline.errors.DatabaseUnavailableError`
+    it raises becomes a 503 through the application's exception handler."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+_bearer = HTTPBearer(auto_error=False, description="A project API key (`patterns apikey`).")
+
+
+async def principal(
+    db: DB, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The project of the request's API key (``Authorization: Bearer pp_...``); 401 when it is
+    missing, unknown or revoked."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    def lookup() -> Principal | None:
+        with db.session() as session:
+            return authenticate(session, credentials.credentials)
+
+    found = await call(lookup)
+    if found is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+_admin_bearer = HTTPBearer(
+    auto_error=False, description="settings.admin_token (PATTERNS_ADMIN_TOKEN)."
+)
+
+
+async def admin(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> None:
+    """Operator endpoints: when an admin token is configured it must be sent as
+    ``Authorization: Bearer <token>`` (compared in constant time); 401 otherwise."""
+    token = state.settings.admin_token
+    if token is None:
+        return
+    if credentials is None or not hmac.compare_digest(
+        credentials.credentials.encode(), token.get_secret_value().encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong admin token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip

@@ -1,0 +1,32 @@
+"""``POST /v1/typescript-errors/{id}/accept|reject``: a project reviews a suggested fix."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from pipeline.api.deps import DB, Caller, call
+from pipeline.api.schemas import ReviewOut
+from pipeline.errorfix.store import review
+
+router = APIRouter(tags=["errorfix"])
+
+
+@router.post(
+    "/v1/typescript-errors/{error_id}/{verdict}",
+    response_model=ReviewOut,
+    responses={
+        401: {"description": "missing or unknown API key"},
+        403: {"description": "the error belongs to another project"},
+        404: {"description": "no such error"},
+        409: {"description": "the error has no suggested fix to review yet"},
+    },
+)
+async def review_fix(
+    error_id: int, verdict: Literal["accept", "reject"], db: DB, who: Caller
+) -> ReviewOut:
+    """Accept or reject the latest suggested fix of a TypeScript error. Accepted fixes become
+    retrieval examples for later batches (``patterns errors accept|reject`` does the same)."""
+    status = await call(review, db, error_id, verdict == "accept", project_id=who.project_id)
+    return ReviewOut(id=error_id, status=status.value)  # type: ignore[arg-type]

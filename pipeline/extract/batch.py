@@ -1,0 +1,209 @@
+"""Pattern extraction: many interactions, one batched model call, idempotent writes.
+
+Pure parts, tested with plain values: :func:`parse_output` (text → validated result or
+:class:`~pipeline.errors.ModelOutputError`), :func:`retry_decision` (what to do after a bad output)
+and :func:`pipeline.extract.relationships.resolve_relationships` (model titles → pattern ids).
+:func:`extract_batch` ties them to an engine and the database (:mod:`pipeline.extract.write`).
+
+Idempotency: results are keyed on ``(interaction, prompt version, schema version, model)``
+(:func:`extraction_key`); an interaction is written under a row lock only while it is not yet in a
+terminal status, so a task that runs twice leaves the rows of one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from pipeline.db.engine import Database
+from pipeline.db.models import Interaction, LLMCall
+from pipeline.db.status import WAITING_STATUSES, ExtractionMethod
+from pipeline.errors import ModelOutputError
+from pipeline.extract.attempts import Attempts, RetryDecision, generate_with_retries, one_retry
+from pipeline.extract.prompts import EXAMPLE_TITLES, PROMPT_VERSION, extraction_messages
+from pipeline.extract.schemas import (
+    SCHEMA_VERSION,
+    ExtractionResult,
+    extraction_json_schema,
+    validate_output,
+)
+from pipeline.extract.write import ExtractionBatchResult, Provenance, Work, write_one
+from pipeline.llm.base import GenerationRequest, StructuredLLM
+from pipeline.settings import Settings
+from pipeline.spend.routing import priority_of
+from pipeline.text import normalize_title
+from pipeline.types import Provider, TaskType
+
+log = structlog.get_logger(__name__)
+
+TASK_TYPE = TaskType.PATTERN_EXTRACTION
+#: Attempts per interaction: the first, and one retry with a larger token limit.
+MAX_ATTEMPTS = 2
+
+
+def extraction_key(model_name: str) -> str:
+    """The idempotency key of an extraction result, without the interaction id:
+    ``p<prompt version>:s<schema version>:<model>``."""
+    return f"p{PROMPT_VERSION}:s{SCHEMA_VERSION}:{model_name}"
+
+
+def parse_output(text: str, finish_reason: str) -> ExtractionResult:
+    """Validate a model's output against :class:`ExtractionResult` and clean it.
+
+    Cleaning: patterns that repeat a title of the prompt's example are dropped (the model echoed
+    it); later patterns with the same normalised title as an earlier one are dropped.
+
+    Raises:
+        ModelOutputError: generation stopped at the token limit (``truncated=True``), the text is
+            not valid JSON of the schema, or nothing is left after cleaning.
+    """
+    result = validate_output(ExtractionResult, text, finish_reason)
+    seen: set[str] = set()
+    kept = []
+    for pattern in result.patterns:
+        key = normalize_title(pattern.title)
+        if key in EXAMPLE_TITLES or key in seen or not key:
+            continue
+        seen.add(key)
+        kept.append(pattern)
+    if not kept:
+        raise ModelOutputError("output only repeated the prompt's example or empty titles")
+    return ExtractionResult(patterns=kept, relationships=result.relationships)
+
+
+def retry_decision(attempt: int, error: ModelOutputError, settings: Settings) -> RetryDecision:
+    """Decide what follows a bad output on ``attempt`` (1-based).
+
+    The first failure is retried once with ``extract_retry_max_tokens``; since greedy decoding
+    would repeat the same invalid text, the retry samples at ``extract_retry_temperature`` (with
+    a fixed seed, so it stays repeatable). After :data:`MAX_ATTEMPTS` the interaction fails with
+    the error's reason.
+    """
+    return one_retry(
+        attempt,
+        error,
+        max_tokens=max(settings.extract_retry_max_tokens, settings.extract_max_tokens),
+        temperature=settings.extract_retry_temperature,
+        max_attempts=MAX_ATTEMPTS,
+    )
+
+
+def extraction_method(engine: StructuredLLM) -> ExtractionMethod:
+    """``patterns.extraction_method`` for an engine: ``commercial_llm`` for Claude, else
+    ``local_llm``."""
+    if engine.provider == Provider.CLAUDE:
+        return ExtractionMethod.COMMERCIAL_LLM
+    return ExtractionMethod.LOCAL_LLM
+
+
+def extract_batch(
+    *,
+    db: Database,
+    engine: StructuredLLM,
+    settings: Settings,
+    interaction_ids: Sequence[int],
+    route_reasons: Mapping[int, str] | None = None,
+    keep_failures: bool = False,
+) -> ExtractionBatchResult:
+    """Extract patterns and relationships for a batch of interactions with one engine call per
+    attempt, and store them.
+
+    Interactions already in a terminal status are left alone. A bad output is retried once
+    (:func:`retry_decision`); an interaction whose output stays bad is marked ``failed`` with the
+    reason (with ``keep_failures``, left waiting and listed in ``deferred`` instead, for the
+    ``local_fallback`` strategy to hand to Claude), and the rest of the batch goes on. An output
+    the engine ``deferred`` (budget, provider unavailable) is not retried here: it is listed in
+    ``deferred``. Every request is recorded in ``llm_calls``, with ``route_reasons[id]`` as its
+    route reason when given.
+
+    Returns:
+        What was extracted, failed and stored; ``pattern_ids`` lists the new patterns to embed.
+
+    Raises:
+        RetryableError / PermanentError: from the engine, when nothing could be generated.
+    """
+    out = ExtractionBatchResult()
+    with db.session() as session:
+        rows = session.scalars(
+            select(Interaction)
+            .where(
+                Interaction.id.in_(list(interaction_ids)),
+                Interaction.status.in_([s.value for s in WAITING_STATUSES]),
+            )
+            .order_by(Interaction.id)
+        ).all()
+    if not rows:
+        return out
+    attempts = _generate(engine, settings, rows, route_reasons)
+    out.llm_calls = len(attempts.calls)
+    out.tokens_in, out.tokens_out = attempts.tokens_in, attempts.tokens_out
+    out.generate_seconds = attempts.seconds
+    source = Provenance(
+        extraction_key(engine.model_name),
+        engine.model_name,
+        extraction_method(engine),
+        settings.title_match_cutoff,
+    )
+    with db.session() as session:
+        session.execute(insert(LLMCall), attempts.calls)
+        for row in rows:
+            result, failure = attempts.results.get(row.id), attempts.failed.get(row.id)
+            if row.id in attempts.deferred or (keep_failures and result is None):
+                out.deferred[row.id] = attempts.deferred.get(row.id) or failure or "deferred"
+                continue
+            with session.begin_nested():
+                write_one(session, Work(row.id, attempts.attempts[row.id], result, failure),
+                          source, out)  # fmt: skip
+    log.info(
+        "extract_batch_done",
+        provider=engine.provider,
+        batch=len(rows),
+        extracted=len(out.extracted),
+        failed=len(out.failed),
+        deferred=len(out.deferred),
+        patterns=len(out.pattern_ids),
+        relationships=out.relationships,
+        tokens_out=out.tokens_out,
+        seconds=round(out.generate_seconds, 2),
+    )
+    return out
+
+
+def _generate(
+    engine: StructuredLLM,
+    settings: Settings,
+    rows: Sequence[Interaction],
+    route_reasons: Mapping[int, str] | None,
+) -> Attempts[ExtractionResult]:
+    """One batched engine call per attempt over the interactions (see
+    :func:`~pipeline.extract.attempts.generate_with_retries`)."""
+    schema = extraction_json_schema()
+    by_id = {r.id: r for r in rows}
+
+    def request(iid: int, retry: RetryDecision | None) -> GenerationRequest:
+        interaction = by_id[iid]
+        return GenerationRequest(
+            messages=extraction_messages(
+                interaction.content, max_chars=settings.extract_input_chars
+            ),
+            json_schema=schema,
+            max_tokens=retry.max_tokens if retry else settings.extract_max_tokens,
+            temperature=retry.temperature if retry else 0.0,
+            seed=settings.seed + iid,
+            task_type=TASK_TYPE,
+            interaction_id=iid,
+            priority=priority_of(interaction.metadata_),
+        )
+
+    return generate_with_retries(
+        engine,
+        list(by_id),
+        request=request,
+        parse=parse_output,
+        decide=lambda attempt, exc: retry_decision(attempt, exc, settings),
+        task_type=TASK_TYPE,
+        route_reasons=route_reasons,
+    )

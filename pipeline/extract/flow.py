@@ -1,0 +1,208 @@
+"""What a task does with a batch: place it, extract or analyse it on one engine, and hand on
+what follows (embedding, strategic analysis, work for another engine) through the dispatcher.
+
+The Celery tasks in ``workers/`` decode their arguments and call these functions; the functions
+take every resource as an argument, so the same code runs in a worker, in process (``patterns
+run`` without Redis) and in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pipeline.db.engine import Database
+from pipeline.dispatch import Dispatcher
+from pipeline.errors import MalformedInputError
+from pipeline.extract.analysis import analyze_batch, mark_analysis_failed
+from pipeline.extract.batch import extract_batch
+from pipeline.extract.write import ExtractionBatchResult, mark_failed
+from pipeline.llm.base import StructuredLLM
+from pipeline.settings import Settings
+from pipeline.spend.placement import mark_analysis_pending, place
+from pipeline.types import ClaudeMode, Strategy, TaskType
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What one extract task did (counts)."""
+
+    extracted: int
+    failed: int
+    patterns: int
+    to_claude: int = 0
+    deferred: int = 0
+
+
+@dataclass(frozen=True)
+class AnalysisSummary:
+    """What one analysis task did (counts)."""
+
+    done: int
+    failed: int
+    deferred: int = 0
+
+
+def extract_routed(
+    *,
+    db: Database,
+    engine: StructuredLLM,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    interaction_ids: Sequence[int],
+    route: bool = True,
+    claude_mode: ClaudeMode = ClaudeMode.SYNC,
+) -> ExtractSummary:
+    """The extract task: route the batch (``route=False``: it was routed already, extract all
+    of it here), publish the Claude share, extract the rest on ``engine`` (the local model) in
+    one call per attempt, then hand on what follows (:func:`after_extraction`).
+
+    Under ``local_fallback``, interactions the local model failed go to Claude while the budget
+    admits them (:func:`fallback_to_claude`).
+
+    Raises:
+        RetryableError / PermanentError: from the engine or the broker.
+    """
+    ids: Sequence[int] = list(interaction_ids)
+    reasons: dict[int, str] | None = None
+    claude_ids: list[int] = []
+    if route:
+        placement = place(db, settings, ids, TaskType.PATTERN_EXTRACTION)
+        ids, claude_ids, reasons = placement.local, placement.claude, placement.reasons
+        if claude_ids:
+            dispatcher.claude(claude_ids, TaskType.PATTERN_EXTRACTION, claude_mode=claude_mode)
+    fallback = settings.llm_strategy is Strategy.LOCAL_FALLBACK and route
+    result = extract_batch(
+        db=db,
+        engine=engine,
+        settings=settings,
+        interaction_ids=ids,
+        route_reasons=reasons,
+        keep_failures=fallback,
+    )
+    if fallback and result.deferred:
+        fallback_to_claude(db, settings, dispatcher, result, claude_mode)
+    after_extraction(db, settings, dispatcher, result, claude_mode)
+    return ExtractSummary(
+        extracted=len(result.extracted),
+        failed=len(result.failed),
+        patterns=len(result.pattern_ids),
+        to_claude=len(claude_ids),
+    )
+
+
+def after_extraction(
+    db: Database,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    result: ExtractionBatchResult,
+    claude_mode: ClaudeMode,
+) -> None:
+    """Publish what follows an extraction: embedding of the new patterns, and strategic
+    analysis (routed: Claude, or the local model) of the extracted interactions that need it.
+
+    In ``batch`` mode the Claude share stays pending: ``patterns run --claude-batch`` sends
+    every pending analysis of the run in one Message Batch once extraction is over.
+    """
+    if result.pattern_ids:
+        dispatcher.embed(result.pattern_ids)
+    if not result.extracted:
+        return
+    pending = mark_analysis_pending(db, settings, result.extracted)
+    if not pending:
+        return
+    placement = place(db, settings, pending, TaskType.STRATEGIC_ANALYSIS)
+    if placement.claude and claude_mode is not ClaudeMode.BATCH:
+        dispatcher.claude(placement.claude, TaskType.STRATEGIC_ANALYSIS, claude_mode=claude_mode)
+    if placement.local:
+        dispatcher.analyze_local(placement.local, placement.reasons)
+
+
+def fallback_to_claude(
+    db: Database,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    result: ExtractionBatchResult,
+    claude_mode: ClaudeMode,
+) -> None:
+    """``local_fallback``: what the local model failed goes to Claude if the budget admits it;
+    the rest fails with the local model's reason."""
+    placement = place(
+        db, settings, list(result.deferred), TaskType.PATTERN_EXTRACTION, local_failed=True
+    )
+    if placement.claude:
+        dispatcher.claude(placement.claude, TaskType.PATTERN_EXTRACTION, claude_mode=claude_mode)
+    mark_failed(
+        db,
+        {
+            iid: f"{result.deferred[iid]}; no Claude fallback: {placement.reasons[iid]}"
+            for iid in placement.local
+        },
+    )
+
+
+def run_on_claude(
+    *,
+    db: Database,
+    engine: StructuredLLM,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    interaction_ids: Sequence[int],
+    task_type: TaskType,
+    claude_mode: ClaudeMode = ClaudeMode.SYNC,
+) -> ExtractSummary | AnalysisSummary:
+    """The Claude task: ``task_type`` (pattern extraction or strategic analysis) over the
+    interactions on a Claude engine. What Claude defers (the budget cannot admit it, or Claude
+    stays unavailable through its retries) goes back to the local queue, so no work fails
+    because the budget ran out.
+
+    Raises:
+        MalformedInputError: a task type that has no Claude task.
+        RetryableError / PermanentError: from the engine or the broker.
+    """
+    ids = list(interaction_ids)
+    if task_type is TaskType.PATTERN_EXTRACTION:
+        result = extract_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
+        if result.deferred:
+            dispatcher.extract(sorted(result.deferred), route=False, claude_mode=claude_mode)
+        after_extraction(db, settings, dispatcher, result, claude_mode)
+        return ExtractSummary(
+            extracted=len(result.extracted),
+            failed=len(result.failed),
+            patterns=len(result.pattern_ids),
+            deferred=len(result.deferred),
+        )
+    if task_type is TaskType.STRATEGIC_ANALYSIS:
+        analysis = analyze_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
+        if analysis.deferred:
+            dispatcher.analyze_local(
+                sorted(analysis.deferred),
+                {k: f"deferred by Claude: {v}" for k, v in analysis.deferred.items()},
+            )
+        return AnalysisSummary(
+            done=len(analysis.done), failed=len(analysis.failed), deferred=len(analysis.deferred)
+        )
+    raise MalformedInputError(f"task type {task_type.value!r} has no Claude task")
+
+
+def analyze_locally(
+    *,
+    db: Database,
+    engine: StructuredLLM,
+    settings: Settings,
+    interaction_ids: Sequence[int],
+    route_reasons: Mapping[int, str] | None = None,
+) -> AnalysisSummary:
+    """The local analysis task: strategic analysis on the local model (routed here, or deferred
+    by Claude). The local engine never defers; if it did, nothing else could take the work, so
+    such analyses fail with the reason."""
+    result = analyze_batch(
+        db=db,
+        engine=engine,
+        settings=settings,
+        interaction_ids=list(interaction_ids),
+        route_reasons=route_reasons or None,
+    )
+    if result.deferred:
+        mark_analysis_failed(db, result.deferred)
+    return AnalysisSummary(done=len(result.done), failed=len(result.failed))

@@ -1,0 +1,211 @@
+"""Feedback to GitHub: one comment per pull request or issue delivery, listing the most similar
+earlier patterns of the project.
+
+Runs after embedding (the embed task hands on the interactions of the patterns it embedded), only
+when ``PATTERNS_GITHUB_TOKEN`` is set, and only for deliveries that open something
+(:data:`FEEDBACK_ACTIONS`): commenting on every edit or close would be noise. Similar patterns come
+from a pgvector cosine search (``<=>``, HNSW index) over the project's active, embedded patterns
+from other interactions, created before the interaction's own.
+
+Never twice for one delivery: the ``webhook_deliveries`` row is locked (``FOR UPDATE``) while the
+comment is posted, and ``feedback_comment_id`` / ``feedback_posted_at`` are set in the same
+transaction; a delivery that has them is left alone. The one gap: the process dies after GitHub
+accepted the comment and before the commit; the retry then posts a second comment.
+
+The REST call is ``POST /repos/{owner}/{repo}/issues/{number}/comments`` (docs.github.com, "REST
+API endpoints for issue comments"; pull requests are issues for comments), through httpx.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from pipeline.db.engine import Database
+from pipeline.db.models import Interaction, Pattern, Project, WebhookDelivery
+from pipeline.db.status import InteractionStatus
+from pipeline.github.client import GitHubClient
+from pipeline.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+#: Event → actions that get a comment.
+FEEDBACK_ACTIONS: dict[str, frozenset[str]] = {
+    "pull_request": frozenset({"opened", "reopened", "ready_for_review"}),
+    "issues": frozenset({"opened", "reopened"}),
+}
+#: Marker in every comment, so people and tools can tell ours apart.
+COMMENT_MARKER = "<!-- pattern-pipeline:feedback delivery={delivery} -->"
+
+
+@dataclass(frozen=True)
+class SimilarPattern:
+    """An earlier pattern close to one of the interaction's; ``similarity`` = 1 - cosine
+    distance, in [-1, 1]."""
+
+    id: uuid.UUID
+    title: str
+    type: str
+    similarity: float
+    source_url: str | None
+
+
+def similar_patterns(session: Session, interaction_id: int, limit: int) -> list[SimilarPattern]:
+    """The ``limit`` most similar earlier patterns of the interaction's project, best first.
+
+    For each embedded pattern of the interaction, its ``limit`` nearest neighbours among the
+    project's active, embedded patterns of other interactions created before it; a neighbour
+    found from several patterns keeps its best similarity.
+    """
+    own = session.execute(
+        select(Pattern.id, Pattern.project_id, Pattern.embedding, Pattern.created_at).where(
+            Pattern.source_interaction_id == interaction_id, Pattern.embedding.is_not(None)
+        )
+    ).all()
+    best: dict[uuid.UUID, SimilarPattern] = {}
+    for _, project_id, embedding, created_at in own:
+        distance = Pattern.embedding.cosine_distance(embedding)
+        rows = session.execute(
+            select(Pattern.id, Pattern.title, Pattern.type, distance, Interaction.external_id)
+            .outerjoin(Interaction, Interaction.id == Pattern.source_interaction_id)
+            .where(
+                Pattern.project_id == project_id,
+                Pattern.is_active.is_(True),
+                Pattern.embedding.is_not(None),
+                Pattern.source_interaction_id.is_distinct_from(interaction_id),
+                Pattern.created_at < created_at,
+            )
+            .order_by(distance)
+            .limit(limit)
+        ).all()
+        row: Any
+        for row in rows:
+            pid, title, ptype, dist, url = row
+            sim = round(1.0 - float(dist), 4)
+            if pid not in best or best[pid].similarity < sim:
+                best[pid] = SimilarPattern(pid, title, ptype, sim, url)
+    return sorted(best.values(), key=lambda p: (-p.similarity, str(p.id)))[:limit]
+
+
+def render_comment(delivery_id: str, project: str, similar: Sequence[SimilarPattern]) -> str:
+    """The comment's Markdown: a hidden marker, a heading and one table row per pattern."""
+
+    def cell(value: str) -> str:
+        return value.replace("|", "\\|").replace("\n", " ").strip()
+
+    lines = [
+        COMMENT_MARKER.format(delivery=delivery_id),
+        f"**Similar patterns seen earlier in {cell(project)}**",
+        "",
+        "| Pattern | Type | Similarity | From |",
+        "| --- | --- | --- | --- |",
+    ]
+    for p in similar:
+        source = f"[source]({p.source_url})" if p.source_url else ""
+        lines.append(f"| {cell(p.title)} | {cell(p.type)} | {p.similarity:.2f} | {source} |")
+    lines += ["", "_Posted by pattern-pipeline._"]
+    return "\n".join(lines)
+
+
+@dataclass
+class FeedbackResult:
+    """What :func:`post_feedback` did: ``posted`` maps delivery id → comment id; ``skipped``
+    maps interaction id → reason."""
+
+    posted: dict[str, int] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)
+
+
+def feedback_candidates(db: Database, pattern_ids: Sequence[uuid.UUID]) -> list[int]:
+    """Interactions of these patterns that came from a delivery which may get a comment (its
+    event and action in :data:`FEEDBACK_ACTIONS`, none posted yet), by id."""
+    if not pattern_ids:
+        return []
+    wanted = [
+        (WebhookDelivery.event == event) & WebhookDelivery.action.in_(sorted(actions))
+        for event, actions in FEEDBACK_ACTIONS.items()
+    ]
+    with db.session() as session:
+        ids = session.scalars(
+            select(WebhookDelivery.interaction_id)
+            .join(Pattern, Pattern.source_interaction_id == WebhookDelivery.interaction_id)
+            .where(
+                Pattern.id.in_(list(pattern_ids)),
+                WebhookDelivery.feedback_comment_id.is_(None),
+                or_(*wanted),
+            )
+            .distinct()
+            .order_by(WebhookDelivery.interaction_id)
+        ).all()
+    return [int(i) for i in ids if i is not None]
+
+
+def post_feedback(
+    *, db: Database, client: GitHubClient, settings: Settings, interaction_ids: Sequence[int]
+) -> FeedbackResult:
+    """Post one comment per eligible delivery of ``interaction_ids`` (see the module notes).
+
+    An interaction is skipped (with the reason in the result) when it has no delivery, its
+    delivery already has a comment or is being commented on by another task, its event/action
+    gets no comment, it is not ``extracted``, it has no number, or no similar pattern exists.
+
+    Raises:
+        RetryableError: GitHub could not be reached or asked to come back later (nothing was
+            recorded for that delivery; those before it keep their comments).
+        PermanentError: GitHub refused a comment.
+    """
+    out = FeedbackResult()
+    for iid in dict.fromkeys(interaction_ids):
+        with db.session() as session:
+            row = session.execute(
+                select(WebhookDelivery, Interaction, Project.name)
+                .join(Interaction, Interaction.id == WebhookDelivery.interaction_id)
+                .join(Project, Project.id == Interaction.project_id)
+                .where(WebhookDelivery.interaction_id == iid)
+                .with_for_update(of=WebhookDelivery, skip_locked=True)
+            ).first()
+            reason = _skip_reason(row)
+            if reason is None:
+                delivery, inter, project = row  # type: ignore[misc]
+                similar = similar_patterns(session, iid, settings.feedback_max_patterns)
+                if not similar:
+                    reason = "no similar earlier patterns"
+            if reason is not None:
+                out.skipped[iid] = reason
+                continue
+            number = int(inter.metadata_["number"])
+            comment_id = client.create_issue_comment(
+                project, number, render_comment(delivery.delivery_id, project, similar)
+            )
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery.id)
+                .values(feedback_comment_id=comment_id, feedback_posted_at=func.now())
+            )
+            out.posted[delivery.delivery_id] = comment_id
+            log.info(
+                "feedback_posted", delivery=delivery.delivery_id, repo=project, number=number,
+                comment=comment_id, patterns=len(similar),
+            )  # fmt: skip
+    return out
+
+
+def _skip_reason(row: Any) -> str | None:
+    if row is None:
+        return "no webhook delivery (or another task holds it)"
+    delivery, inter, _ = row
+    if delivery.feedback_comment_id is not None or delivery.feedback_posted_at is not None:
+        return "comment already posted"
+    if delivery.action not in FEEDBACK_ACTIONS.get(delivery.event, frozenset()):
+        return f"no comment for {delivery.event}.{delivery.action}"
+    if inter.status != InteractionStatus.EXTRACTED.value:
+        return f"interaction is {inter.status}"
+    if not isinstance(inter.metadata_.get("number"), int):
+        return "delivery has no issue or pull request number"
+    return None

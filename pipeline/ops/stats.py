@@ -1,0 +1,156 @@
+"""Counting what is in the database: the run summary's figures and ``patterns stats``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from pipeline.db.models import (
+    Base,
+    Interaction,
+    LLMCall,
+    Pattern,
+    PatternRelationship,
+    PatternValidation,
+    Recommendation,
+)
+from pipeline.db.status import CallOutcome, InteractionStatus
+from pipeline.types import Provider
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Counts over a set of interactions and everything derived from them.
+
+    ``by_status``: interaction status → n. ``validations``: recorded by these interactions'
+    patterns. ``llm_calls``: provider → calls that reached a model (retries included; calls the
+    budget deferred are not counted). ``cost_usd``: their dollars. ``analyses``: strategic
+    analysis status → n. ``deferred_to_local``: Claude calls the budget or Claude's availability
+    sent back to the local model. ``failure_reasons``: last error → n over failed and dead ones.
+    """
+
+    interactions: int
+    by_status: Mapping[str, int]
+    patterns: int
+    embedded: int
+    relationships: int
+    validations: int
+    llm_calls: Mapping[str, int]
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    recommendations: int
+    analyses: Mapping[str, int] = field(default_factory=dict)
+    deferred_to_local: int = 0
+    failure_reasons: Mapping[str, int] = field(default_factory=dict)
+
+    def count(self, *statuses: InteractionStatus) -> int:
+        """Interactions in any of ``statuses``."""
+        return sum(self.by_status.get(s.value, 0) for s in statuses)
+
+
+def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
+    """The :class:`Outcomes` of the interactions ``ids``, read in ``session``."""
+    id_list = list(ids)
+    by_status = dict(
+        session.execute(
+            select(Interaction.status, func.count())
+            .where(Interaction.id.in_(id_list))
+            .group_by(Interaction.status)
+        ).all()
+    )
+    patterns, embedded = session.execute(
+        select(func.count(), func.count(Pattern.embedding)).where(
+            Pattern.source_interaction_id.in_(id_list)
+        )
+    ).one()
+    relationships = session.scalar(
+        select(func.count()).where(PatternRelationship.source_interaction_id.in_(id_list))
+    )
+    validations = session.scalar(
+        select(func.count()).where(PatternValidation.interaction_id.in_(id_list))
+    )
+    calls: dict[str, int] = {p.value: 0 for p in Provider}
+    tokens_in = tokens_out = 0
+    cost = 0.0
+    for provider, n, tin, tout, usd in session.execute(
+        select(
+            LLMCall.provider,
+            func.count(),
+            func.coalesce(func.sum(LLMCall.tokens_in), 0),
+            func.coalesce(func.sum(LLMCall.tokens_out), 0),
+            func.coalesce(func.sum(LLMCall.cost_usd), 0),
+        )
+        .where(LLMCall.interaction_id.in_(id_list), LLMCall.outcome != CallOutcome.DEFERRED)
+        .group_by(LLMCall.provider)
+    ).all():
+        calls[provider] = int(n)
+        tokens_in += int(tin)
+        tokens_out += int(tout)
+        cost += float(usd)
+    recommendations = session.scalar(
+        select(func.count()).where(Recommendation.interaction_id.in_(id_list))
+    )
+    analyses = dict(
+        session.execute(
+            select(Interaction.analysis_status, func.count())
+            .where(Interaction.id.in_(id_list), Interaction.analysis_status.is_not(None))
+            .group_by(Interaction.analysis_status)
+        ).all()
+    )
+    deferred = session.scalar(
+        select(func.count()).where(
+            LLMCall.interaction_id.in_(id_list), LLMCall.outcome == CallOutcome.DEFERRED
+        )
+    )
+    reasons = dict(
+        session.execute(
+            select(Interaction.last_error, func.count())
+            .where(
+                Interaction.id.in_(id_list),
+                Interaction.status.in_([InteractionStatus.FAILED, InteractionStatus.DEAD]),
+            )
+            .group_by(Interaction.last_error)
+        ).all()
+    )
+    return Outcomes(
+        interactions=len(set(id_list)),
+        by_status={str(k): int(v) for k, v in by_status.items()},
+        patterns=int(patterns),
+        embedded=int(embedded),
+        relationships=int(relationships or 0),
+        validations=int(validations or 0),
+        llm_calls=calls,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=round(cost, 6),
+        recommendations=int(recommendations or 0),
+        analyses={str(k): int(v) for k, v in analyses.items()},
+        deferred_to_local=int(deferred or 0),
+        failure_reasons={str(k): int(v) for k, v in reasons.items()},
+    )
+
+
+def table_counts(session: Session) -> dict[str, Any]:
+    """Row counts of every table, plus interactions by status and llm_calls by provider."""
+    counts: dict[str, Any] = {
+        table: int(session.scalar(text(f'SELECT count(*) FROM "{table}"')) or 0)
+        for table in sorted(Base.metadata.tables)
+    }
+    counts["interactions_by_status"] = {
+        k: int(v)
+        for k, v in session.execute(
+            select(Interaction.status, func.count()).group_by(Interaction.status)
+        ).all()
+    }
+    counts["llm_calls_by_provider"] = {
+        k: int(v)
+        for k, v in session.execute(
+            select(LLMCall.provider, func.count()).group_by(LLMCall.provider)
+        ).all()
+    }
+    return counts

@@ -1,0 +1,68 @@
+"""Queue and task names: what travels on which Redis list.
+
+The library names the queues and the tasks; ``workers/`` builds the Celery app from these names
+and registers the task functions under them. Keeping the names here lets the library publish
+(:mod:`pipeline.dispatch`), measure (``celery_queue_length``) and route without importing Celery.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+#: Interactions waiting for local extraction, and local strategic analysis (GPU workers).
+QUEUE_EXTRACT = "extract.local"
+#: Work routed to Claude under the daily budget.
+QUEUE_CLAUDE = "claude"
+#: Patterns waiting for their embedding, then GitHub feedback (CPU workers).
+QUEUE_EMBED = "embed"
+#: The TypeScript error-fix batch (beat, every 10 minutes).
+QUEUE_ERRORFIX = "errorfix"
+#: Every queue, in the order the workers' ``all`` role consumes them.
+QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
+
+
+class TaskName(StrEnum):
+    """The name each Celery task is registered and published under (``patterns.<verb>``)."""
+
+    EXTRACT = "patterns.extract_batch"
+    ANALYZE_LOCAL = "patterns.analyze_local"
+    CLAUDE = "patterns.claude_batch"
+    EMBED = "patterns.embed_patterns"
+    FEEDBACK = "patterns.post_feedback"
+    SWEEP_OUTBOX = "patterns.sweep_outbox"
+    ERRORFIX = "patterns.errorfix_batch"
+
+
+#: Task → queue. The outbox sweep rides the extract queue on purpose: it runs only once the
+#: extract messages published before it have been taken, so a long backlog is not mistaken for
+#: lost messages (and needs no worker of its own). Feedback follows embedding on the embed
+#: workers (CPU, network).
+TASK_QUEUES: dict[TaskName, str] = {
+    TaskName.EXTRACT: QUEUE_EXTRACT,
+    TaskName.ANALYZE_LOCAL: QUEUE_EXTRACT,
+    TaskName.CLAUDE: QUEUE_CLAUDE,
+    TaskName.EMBED: QUEUE_EMBED,
+    TaskName.SWEEP_OUTBOX: QUEUE_EXTRACT,
+    TaskName.FEEDBACK: QUEUE_EMBED,
+    TaskName.ERRORFIX: QUEUE_ERRORFIX,
+}
+
+
+class Role(StrEnum):
+    """A worker role (``patterns worker --role``): which queues one worker process consumes."""
+
+    EXTRACT = "extract"
+    EMBED = "embed"
+    CLAUDE = "claude"
+    ERRORFIX = "errorfix"
+    ALL = "all"
+
+
+#: Role → the queues it consumes. ``all`` runs every role in one process.
+ROLE_QUEUES: dict[Role, tuple[str, ...]] = {
+    Role.EXTRACT: (QUEUE_EXTRACT,),
+    Role.EMBED: (QUEUE_EMBED,),
+    Role.CLAUDE: (QUEUE_CLAUDE,),
+    Role.ERRORFIX: (QUEUE_ERRORFIX,),
+    Role.ALL: QUEUES,
+}
