@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.db.engine import ALL_PROJECTS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "github" / "celery-pull-requests.jsonl.gz"
@@ -71,7 +73,7 @@ def main() -> None:
     url = server.get_uri(driver="psycopg")
     upgrade(url)
     db = Database.from_url(url)
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         ids = store(session, records).interaction_ids
     t = time.perf_counter()
     tokens = extracted = failed = 0

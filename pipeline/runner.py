@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import ColumnElement, func, or_, select
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall, Pattern
 from pipeline.db.status import TERMINAL_STATUSES, AnalysisStatus, InteractionStatus
 from pipeline.dispatch import Dispatcher
@@ -43,7 +43,7 @@ CLAUDE_BATCH_CHUNK = 1000
 
 def pending_analyses(db: Database, interaction_ids: Sequence[int]) -> list[int]:
     """The given interactions whose strategic analysis is ``pending``, by id."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         return list(
             session.scalars(
                 select(Interaction.id)
@@ -65,7 +65,7 @@ def unfinished(
     waiting: ColumnElement[bool] = Interaction.status.not_in([s.value for s in TERMINAL_STATUSES])
     if analyses:
         waiting = or_(waiting, Interaction.analysis_status == AnalysisStatus.PENDING)
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         open_interactions = session.scalar(
             select(func.count()).where(Interaction.id.in_(ids), waiting)
         )
@@ -189,7 +189,7 @@ def run(
         FileNotFoundError: an input path does not exist.
     """
     started = time.perf_counter()
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         db_started = session.scalar(select(func.now()))
     report = ingest_paths(db, paths, limit=limit, progress=progress)
     load_seconds = 0.0
@@ -213,7 +213,7 @@ def run(
         progress=progress,
     )  # fmt: skip
     processing = time.perf_counter() - processing_started
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         outcomes = interaction_outcomes(session, report.interaction_ids)
         run_tokens_out = session.scalar(
             select(func.coalesce(func.sum(LLMCall.tokens_out), 0)).where(

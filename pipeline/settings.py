@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "PATTERNS_DATABASE_URL"),
         description="SQLAlchemy/libpq URL. Unset: an embedded Postgres in data_dir/pg.",
     )
+    app_database_url: SecretStr | None = Field(
+        default=None,
+        description="A login of the non-owner role patterns_app, which every session uses "
+        "(row-level security applies to it). Unset: the embedded server is joined as "
+        "patterns_app; an external DATABASE_URL is used with SET ROLE patterns_app.",
+    )
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "PATTERNS_REDIS_URL"),
@@ -179,12 +185,33 @@ class Settings(BaseSettings):
         default=5, ge=1, le=50, description="Similar earlier patterns listed per comment."
     )
 
-    validation_max_distance: float = Field(
+    merge_max_distance: float = Field(
         default=0.15,
         ge=0,
         le=2,
-        description="Cosine distance under which a new pattern confirms an earlier one of the "
-        "same project (a recurrence validation).",
+        description="Cosine distance under which a newly embedded pattern merges into the "
+        "nearest active pattern of the same project and type (titles that name different "
+        "identifiers never merge on distance alone). Chosen by measurement on the celery "
+        "corpus: see docs/STORE.md.",
+    )
+    feed_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an idle event stream waits for a notification before reading "
+        "anyway (it wakes at once on NOTIFY).",
+    )
+    validation_min_confirmations: int = Field(
+        default=2,
+        ge=1,
+        description="Confirmations (merges of later sightings, reviews) after which a pattern is "
+        "validated.",
+    )
+    contradiction_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="A pattern is contradicted once contradictions are this share of its "
+        "evidence (its own extraction, confirmations and contradictions).",
     )
 
     # --- TypeScript error-fix batch ---------------------------------------------------------

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.api import errorfix, interactions, ops, webhooks
+from pipeline.api import errorfix, feed, interactions, ops, store, webhooks
 from pipeline.api.deps import AppState
 from pipeline.db.engine import Database
 from pipeline.dispatch import Dispatcher
@@ -33,6 +33,8 @@ from pipeline.errors import (
     NotFoundError,
 )
 from pipeline.settings import Settings
+from pipeline.store.embedder import Embedder
+from pipeline.store.live import Feed
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +47,10 @@ ERROR_STATUS: dict[type[Exception], int] = {
 
 
 def create_app(
-    settings: Settings, db: Database | None = None, dispatcher: Dispatcher | None = None
+    settings: Settings,
+    db: Database | None = None,
+    dispatcher: Dispatcher | None = None,
+    embedder: Embedder | None = None,
 ) -> FastAPI:
     """Build the API for ``settings``.
 
@@ -55,19 +60,28 @@ def create_app(
         dispatcher: publishes extract tasks (the entry point builds it on the broker); ``None``
             or an eager dispatcher: nothing is published, interactions stay ``received`` until a
             worker setup or the sweeper picks them up, so no model work ever runs in a request.
+        embedder: the embedding model searches use; default: the configured one, loaded by the
+            first search.
     """
     if dispatcher is not None and dispatcher.eager:
         log.warning("api_no_broker", detail="eager dispatcher: interactions are only stored")
         dispatcher = None
-    state = AppState(settings=settings, db=db, dispatcher=dispatcher, owns_db=db is None)
+    state = AppState(
+        settings=settings, db=db, dispatcher=dispatcher, owns_db=db is None, embedder=embedder
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if state.owns_db:
             state.db = await run_in_threadpool(Database.connect, settings)
+        if state.db is not None:
+            state.feed = Feed.for_url(state.db.url)
+            state.feed.start()
         try:
             yield
         finally:
+            if state.feed is not None:
+                await state.feed.stop()
             if state.owns_db and state.db is not None:
                 state.db.dispose()
 
@@ -78,7 +92,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pipeline = state
-    for router in (ops.router, webhooks.router, interactions.router, errorfix.router):
+    for router in (
+        ops.router, webhooks.router, interactions.router, store.router, feed.router,
+        errorfix.router,
+    ):  # fmt: skip
         app.include_router(router)
 
     @app.exception_handler(DatabaseUnavailableError)

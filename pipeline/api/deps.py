@@ -6,6 +6,7 @@ blocking work in the thread pool.
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
@@ -15,10 +16,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.dispatch import Dispatcher
 from pipeline.intake.apikeys import Principal, authenticate
 from pipeline.settings import Settings
+from pipeline.store.embedder import Embedder, SentenceTransformerEmbedder
+from pipeline.store.live import Feed
 
 T = TypeVar("T")
 
@@ -28,7 +31,8 @@ class AppState:
     """Everything a request may use, built once per application (``app.state.pipeline``).
 
     ``db`` is ``None`` until start-up has connected; ``dispatcher`` is ``None`` when no broker is
-    configured (interactions are then only stored, for the sweeper or a later run to publish).
+    configured (interactions are then only stored, for the sweeper or a later run to publish);
+    ``embedder`` is loaded by the first search; ``feed`` wakes the live event streams.
     """
 
     settings: Settings
@@ -36,6 +40,16 @@ class AppState:
     dispatcher: Dispatcher | None = None
     owns_db: bool = False
     metrics: CollectorRegistry | None = field(default=None, repr=False)
+    embedder: Embedder | None = field(default=None, repr=False)
+    feed: Feed | None = field(default=None, repr=False)
+    _embedder_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load_embedder(self) -> Embedder:
+        """The embedding model searches encode queries with, loaded on first use (blocking)."""
+        with self._embedder_lock:
+            if self.embedder is None:
+                self.embedder = SentenceTransformerEmbedder.from_settings(self.settings)
+            return self.embedder
 
 
 def get_state(request: Request) -> AppState:
@@ -55,6 +69,13 @@ def get_db(state: State) -> Database:
 
 
 DB = Annotated[Database, Depends(get_db)]
+
+
+async def get_embedder(state: AppState) -> Embedder:
+    """The application's embedding model (loaded in the thread pool on first use)."""
+    if state.embedder is not None:
+        return state.embedder
+    return await run_in_threadpool(state.load_embedder)
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -77,7 +98,8 @@ async def principal(
         )
 
     def lookup() -> Principal | None:
-        with db.session() as session:
+        # Spans projects on purpose: the key is what names the project.
+        with db.session(ALL_PROJECTS) as session:
             return authenticate(session, credentials.credentials)
 
     found = await call(lookup)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.api.deps import DB, State, admin, call
+from pipeline.db.engine import ALL_PROJECTS
 from pipeline.errors import DatabaseUnavailableError
 from pipeline.ops.costs import CostReport, cost_report
 from pipeline.ops.metrics import PipelineCollector
@@ -28,7 +29,7 @@ async def healthz(db: DB) -> dict[str, str]:
     when the database does not answer."""
 
     def ping() -> None:
-        with db.session() as session:
+        with db.session(ALL_PROJECTS) as session:
             session.execute(text("SELECT 1"))
 
     await call(ping)
@@ -41,7 +42,7 @@ def _readiness(state: State) -> dict[str, str]:
         parts["database"] = "not ready"
     else:
         try:
-            with state.db.session() as session:
+            with state.db.session(ALL_PROJECTS) as session:
                 session.execute(text("SELECT 1"))
         except (SQLAlchemyError, DatabaseUnavailableError) as exc:
             parts["database"] = f"unavailable: {type(exc).__name__}"
@@ -102,7 +103,7 @@ async def costs(state: State, db: DB, day: dt.date | None = None) -> CostReport:
     is configured it must be sent as ``Authorization: Bearer <token>``."""
 
     def report() -> CostReport:
-        with db.session() as session:
+        with db.session(ALL_PROJECTS) as session:
             return cost_report(session, settings=state.settings, day=day)
 
     return await call(report)

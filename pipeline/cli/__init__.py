@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import costs, data, errors, monitor, report, run, services
+from pipeline.cli import costs, data, errors, monitor, report, run, search, services
 from pipeline.cli.common import Runtime
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("beat")(services.beat)
 app.command("serve")(services.serve)
 app.command("flower")(monitor.flower)
 app.command("stats")(data.stats)
+app.command("search")(search.search)
 app.command("costs")(costs.costs)
 app.command("report")(report.report)
 app.add_typer(data.db_app, name="db")

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.common import open_db, start
+from pipeline.db.engine import ALL_PROJECTS
 
 
 def _parse_day(value: str | None) -> dt.date | None:
@@ -36,7 +37,7 @@ def costs(
 
     when = _parse_day(day)
     settings = start(json_logs=json_out)
-    with open_db(settings) as db, db.session() as session:
+    with open_db(settings) as db, db.session(ALL_PROJECTS) as session:
         report = cost_report(session, settings=settings, day=when)
     if json_out:
         typer.echo(report.model_dump_json())

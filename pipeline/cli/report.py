@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.common import open_db, start
+from pipeline.db.engine import ALL_PROJECTS
 from pipeline.ops.report import Report
 
 
@@ -75,7 +76,7 @@ def report(
     from pipeline.ops.report import build_report, write_chart
 
     settings = start(json_logs=json_out)
-    with open_db(settings) as db, db.session() as session:
+    with open_db(settings) as db, db.session(ALL_PROJECTS) as session:
         result = build_report(session, settings=settings, days=days)
     if json_out:
         typer.echo(result.model_dump_json())

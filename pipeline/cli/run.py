@@ -25,7 +25,8 @@ JsonOut = Annotated[bool, typer.Option("--json", help="End stdout with one JSON 
 
 #: The rows of the summary table ``run`` prints, in order.
 SUMMARY_ROWS = (
-    "mode", "interactions", "extracted", "failed", "skipped", "patterns", "embedded",
+    "mode", "interactions", "extracted", "failed", "skipped", "patterns", "patterns_active",
+    "merged", "embedded",
     "relationships", "validations", "recommendations", "analyses", "llm_calls",
     "deferred_to_local", "tokens_out", "cost_usd", "seconds", "model_load_seconds",
     "processing_seconds", "interactions_per_s", "output_tokens_per_s", "skipped_deliveries",

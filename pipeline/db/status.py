@@ -65,6 +65,28 @@ class ValidationStatus(StrEnum):
     VALIDATED = "validated"
     REJECTED = "rejected"
     CONTESTED = "contested"
+    CONTRADICTED = "contradicted"
+
+
+class ValidationType(StrEnum):
+    """Where a piece of evidence comes from (``pattern_validations.validation_type``): ``merge``,
+    a later interaction extracted the same idea (same normalised title and type, or within the
+    merge distance); ``review``, a person; ``cross_check``, another model."""
+
+    MERGE = "merge"
+    REVIEW = "review"
+    CROSS_CHECK = "cross_check"
+
+
+class EventType(StrEnum):
+    """What the live feed reports (``pattern_events.event_type``), ``<entity>.<verb>``."""
+
+    INTERACTION_RECEIVED = "interaction.received"
+    PATTERN_CREATED = "pattern.created"
+    PATTERN_MERGED = "pattern.merged"
+    PATTERN_VALIDATED = "pattern.validated"
+    PATTERN_CONTRADICTED = "pattern.contradicted"
+    PATTERN_SUPERSEDED = "pattern.superseded"
 
 
 class ValidationResult(StrEnum):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import CodeAnalysis, LLMCall, Project, TypeScriptError
 from pipeline.db.status import CodeAnalysisStatus, TsErrorStatus
 from pipeline.errorfix.parsing import TsDiagnostic
@@ -26,7 +26,7 @@ def store_diagnostics(db: Database, diagnostics: Sequence[TsDiagnostic]) -> int:
     if not diagnostics:
         return 0
     created = 0
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         names = sorted({d.project for d in diagnostics})
         session.execute(
             insert(Project).values([{"name": n} for n in names]).on_conflict_do_nothing()
@@ -66,7 +66,7 @@ def claim(db: Database, limit: int, stale_after_s: float) -> list[int]:
     Concurrent claimers get disjoint rows. A row left ``processing`` for longer than
     ``stale_after_s`` (a crashed batch) can be claimed again.
     """
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         ids = session.scalars(
             text(
                 """
@@ -96,7 +96,7 @@ def claim(db: Database, limit: int, stale_after_s: float) -> list[int]:
 def release_claims(db: Database, error_ids: Sequence[int]) -> None:
     """Put claimed errors that are still ``processing`` back to ``pending`` (their batch failed
     before it could decide them)."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         session.execute(
             update(TypeScriptError)
             .where(
@@ -126,7 +126,7 @@ def review(
         ConflictError: the error has no suggestion to review yet.
     """
     status = TsErrorStatus.ACCEPTED if accepted else TsErrorStatus.REJECTED
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         owner = session.scalar(
             select(TypeScriptError.project_id)
             .where(TypeScriptError.id == error_id)
@@ -172,7 +172,7 @@ class Acceptance:
 
 def acceptance(db: Database) -> Acceptance:
     """Errors by status and the acceptance rate of reviewed suggestions."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         by_status = {
             str(k): int(v)
             for k, v in session.execute(
@@ -192,7 +192,7 @@ def acceptance(db: Database) -> Acceptance:
 
 def load_claimed(db: Database, error_ids: Sequence[int]) -> list[TypeScriptError]:
     """The claimed errors' rows, in id order (detached: read-only after the session)."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         return list(
             session.scalars(
                 select(TypeScriptError)
@@ -209,7 +209,7 @@ def store_embeddings_and_examples(
     the ``k`` nearest accepted fixes of its project by cosine distance (pgvector ``<=>``), in one
     LATERAL query for the whole batch. Returns error id → examples, nearest first."""
     examples: dict[int, list[CodeAnalysis]] = {e.id: [] for e in errors}
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         session.execute(
             update(TypeScriptError),
             [{"id": e.id, "embedding": v} for e, v in zip(errors, vectors, strict=True)],
@@ -270,7 +270,7 @@ def record_outcomes(
     """Write a batch's outcomes in one transaction: the ``llm_calls`` rows; per suggestion a
     ``code_analysis`` row and the error ``ai_suggested``; per failure the error ``failed`` with
     its reason."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         if calls:
             session.execute(insert(LLMCall), list(calls))
         for o in outcomes:

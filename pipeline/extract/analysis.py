@@ -24,7 +24,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall, Pattern, Recommendation
 from pipeline.db.status import AnalysisStatus
 from pipeline.extract.attempts import Attempts, RetryDecision, generate_with_retries, one_retry
@@ -143,7 +143,7 @@ def analyze_batch(
     attempts = _generate(engine, settings, pending, route_reasons)
     out.llm_calls = len(attempts.calls)
     out.deferred = dict(attempts.deferred)
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         session.execute(insert(LLMCall), attempts.calls)
         _store(session, engine, settings, pending, attempts, out)
     log.info(
@@ -159,7 +159,7 @@ def analyze_batch(
 
 
 def _load_pending(db: Database, interaction_ids: Sequence[int]) -> _Pending:
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             select(
                 Interaction.id, Interaction.project_id, Interaction.content, Interaction.metadata_
@@ -310,14 +310,14 @@ def _mark_failed(session: Session, failures: Mapping[int, str]) -> None:
 
 def mark_analysis_failed(db: Database, failures: Mapping[int, str]) -> None:
     """Mark pending analyses ``failed`` with their reasons (id → reason)."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         _mark_failed(session, failures)
 
 
 def stale_analyses(db: Database, *, older_than_s: float, limit: int) -> list[int]:
     """Ids of analyses still ``pending`` whose interaction was last touched more than
     ``older_than_s`` seconds ago (their task was lost), oldest first, at most ``limit``."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         return list(
             session.scalars(
                 select(Interaction.id)

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database, ProjectScope, rescope
 from pipeline.db.models import Interaction, LLMCall
 from pipeline.db.status import WAITING_STATUSES, ExtractionMethod
 from pipeline.errors import ModelOutputError
@@ -34,6 +34,7 @@ from pipeline.extract.write import ExtractionBatchResult, Provenance, Work, writ
 from pipeline.llm.base import GenerationRequest, StructuredLLM
 from pipeline.settings import Settings
 from pipeline.spend.routing import priority_of
+from pipeline.store.events import lock_projects
 from pipeline.text import normalize_title
 from pipeline.types import Provider, TaskType
 
@@ -126,7 +127,7 @@ def extract_batch(
         RetryableError / PermanentError: from the engine, when nothing could be generated.
     """
     out = ExtractionBatchResult()
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.scalars(
             select(Interaction)
             .where(
@@ -145,16 +146,18 @@ def extract_batch(
         extraction_key(engine.model_name),
         engine.model_name,
         extraction_method(engine),
-        settings.title_match_cutoff,
+        settings,
     )
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         session.execute(insert(LLMCall), attempts.calls)
+        lock_projects(session, {row.project_id for row in rows})
         for row in rows:
             result, failure = attempts.results.get(row.id), attempts.failed.get(row.id)
             if row.id in attempts.deferred or (keep_failures and result is None):
                 out.deferred[row.id] = attempts.deferred.get(row.id) or failure or "deferred"
                 continue
             with session.begin_nested():
+                rescope(session, ProjectScope(row.project_id))
                 write_one(session, Work(row.id, attempts.attempts[row.id], result, failure),
                           source, out)  # fmt: skip
     log.info(

@@ -1,9 +1,12 @@
-"""Writing one interaction's extraction: its patterns, relationships and events, then its status.
+"""Writing one interaction's extraction: its patterns (merged into their twin when the project
+has the idea already), relationships and events, then its status.
 
 Runs inside the batch's transaction, one savepoint per interaction (a failure rolls back that
-interaction only). The interaction row is locked first and written only while it is still waiting
-(``received``/``queued``), so a task that runs twice stores one set of rows; the patterns' unique
-key ``(source_interaction_id, extraction_key, title)`` guards the same from the other side.
+interaction only), under the interaction's project's row-level security and holding the
+project's writer lock. The interaction row is locked first and written only while it is still
+waiting (``received``/``queued``), so a task that runs twice stores one set of rows; the
+patterns' unique key ``(source_interaction_id, extraction_key, title)`` guards the same from the
+other side.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from pipeline.db.engine import Database
-from pipeline.db.models import Interaction, Pattern, PatternEvent, PatternRelationship
-from pipeline.db.status import WAITING_STATUSES, ExtractionMethod, InteractionStatus
+from pipeline.db.engine import ALL_PROJECTS, Database
+from pipeline.db.models import Interaction, Pattern, PatternRelationship
+from pipeline.db.status import WAITING_STATUSES, EventType, ExtractionMethod, InteractionStatus
 from pipeline.extract.relationships import (
     ResolvedRelationship,
     project_titles,
     resolve_relationships,
 )
 from pipeline.extract.schemas import ExtractionResult
+from pipeline.settings import Settings
+from pipeline.store.events import NewEvent, record
+from pipeline.store.lifecycle import pattern_strength
+from pipeline.store.merge import accumulate_edge, merge_into, title_twin
 from pipeline.text import normalize_title
 
 log = structlog.get_logger(__name__)
@@ -50,6 +57,7 @@ class ExtractionBatchResult:
     relationships: int = 0
     unresolved_relationships: int = 0
     deferred: dict[int, str] = field(default_factory=dict)
+    merged: int = 0
     llm_calls: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -68,17 +76,35 @@ class Work:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a batch's results come from: the idempotency key, the model and the method."""
+    """Where a batch's results come from (the idempotency key, the model and the method), and
+    the settings merges and relationship resolution follow."""
 
     extraction_key: str
     model_name: str
     method: ExtractionMethod
-    title_match_cutoff: float
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A pattern row this write inserted: active, or merged into its title twin
+    (``canonical_id``)."""
+
+    id: uuid.UUID
+    title: str
+    canonical_id: uuid.UUID | None = None
+
+    @property
+    def serving_id(self) -> uuid.UUID:
+        """The active pattern that stands for it: itself, or its canonical twin."""
+        return self.canonical_id or self.id
 
 
 def write_one(session: Session, work: Work, source: Provenance, out: ExtractionBatchResult) -> None:
     """Store one interaction's result (or failure) under a row lock, unless another run already
-    finished it; ``out`` gathers what was written."""
+    finished it; ``out`` gathers what was written. The caller holds the project's writer lock
+    (:func:`pipeline.store.events.lock_projects`) and has scoped the transaction to the
+    interaction's project."""
     inter = session.execute(
         select(Interaction).where(Interaction.id == work.interaction_id).with_for_update()
     ).scalar_one()
@@ -87,21 +113,23 @@ def write_one(session: Session, work: Work, source: Provenance, out: ExtractionB
     if work.result is None:
         _fail(inter, work, out)
         return
-    stored = _insert_patterns(session, inter, work.result, source)
-    local = {normalize_title(title): pid for pid, title in stored}
+    stored, events = _insert_patterns(session, inter, work.result, source)
+    local = {normalize_title(p.title): p.serving_id for p in stored}
     names = [n for r in work.result.relationships for n in (r.source, r.target)]
     earlier = project_titles(
         session, inter.project_id, {normalize_title(n) for n in names} - set(local)
     )
     resolved, unresolved = resolve_relationships(
-        work.result.relationships, local, earlier, source.title_match_cutoff
+        work.result.relationships, local, earlier, source.settings.title_match_cutoff
     )
     out.relationships += _insert_relationships(session, inter, resolved, source)
+    events += _supersede(session, inter, resolved)
     out.unresolved_relationships += len(unresolved)
-    _insert_events(session, inter, stored)
+    record(session, events)
     _mark_extracted(session, inter.id, source.extraction_key, [r for _, r in unresolved])
     out.extracted.append(inter.id)
-    out.pattern_ids.extend(pid for pid, _ in stored)
+    out.pattern_ids.extend(p.id for p in stored)
+    out.merged += sum(1 for p in stored if p.canonical_id is not None)
 
 
 def _fail(inter: Interaction, work: Work, out: ExtractionBatchResult) -> None:
@@ -122,10 +150,15 @@ def _fail(inter: Interaction, work: Work, out: ExtractionBatchResult) -> None:
 
 def _insert_patterns(
     session: Session, inter: Interaction, result: ExtractionResult, source: Provenance
-) -> list[tuple[uuid.UUID, str]]:
-    """Insert the result's patterns; returns ``(id, title)`` of the ones this call stored."""
-    rows = [
-        {
+) -> tuple[list[Stored], list[NewEvent]]:
+    """Insert the result's patterns: active, or, when the project has an active twin of the same
+    type and normalised title, inactive and merged into it (:func:`pipeline.store.merge.
+    merge_into`). Returns the rows this call stored and the events to record."""
+    stored: list[Stored] = []
+    events: list[NewEvent] = []
+    for p in result.patterns:
+        twin = title_twin(session, inter.project_id, p.type, p.title)
+        row = {
             "project_id": inter.project_id,
             "type": p.type,
             "title": p.title,
@@ -136,18 +169,24 @@ def _insert_patterns(
             "extraction_confidence": p.confidence,
             "extraction_key": source.extraction_key,
             "source_interaction_id": inter.id,
+            "pattern_strength": pattern_strength(0, 0),
+            "is_active": twin is None,
+            "superseded_by": twin,
         }
-        for p in result.patterns
-    ]
-    return [
-        (pid, title)
-        for pid, title in session.execute(
-            insert(Pattern)
-            .values(rows)
-            .on_conflict_do_nothing(constraint="uq_patterns_extraction")
-            .returning(Pattern.id, Pattern.title)
-        ).all()
-    ]
+        pid = session.scalar(
+            insert(Pattern).values(row).on_conflict_do_nothing().returning(Pattern.id)
+        )
+        if pid is None:  # this extraction's row exists already (a re-run)
+            continue
+        stored.append(Stored(pid, p.title, twin))
+        if twin is None:
+            payload = {"title": p.title, "type": p.type, "interaction_id": inter.id}
+            events.append(NewEvent(inter.project_id, EventType.PATTERN_CREATED, payload, pid))
+        else:
+            events += merge_into(
+                session, canonical_id=twin, merged_id=pid, settings=source.settings, match="title"
+            )
+    return stored, events
 
 
 def _insert_relationships(
@@ -156,54 +195,62 @@ def _insert_relationships(
     resolved: Sequence[ResolvedRelationship],
     source: Provenance,
 ) -> int:
-    """Insert the resolved edges (a repeated edge is left as it is); returns how many were new."""
-    if not resolved:
-        return 0
-    rows = [
-        {
-            "project_id": inter.project_id,
-            "source_pattern_id": r.source_id,
-            "target_pattern_id": r.target_id,
-            "relationship_type": r.relationship.type,
-            "strength": r.relationship.strength,
-            "confidence": r.relationship.confidence,
-            "evidence": {
-                "source_title": r.relationship.source,
-                "target_title": r.relationship.target,
-            },
-            "extraction_method": source.method.value,
-            "extraction_model": source.model_name,
-            "source_interaction_id": inter.id,
-        }
-        for r in resolved
-    ]
-    edges = session.execute(
-        insert(PatternRelationship)
-        .values(rows)
-        .on_conflict_do_nothing(constraint="uq_pattern_relationships_edge")
-        .returning(PatternRelationship.id)
-    ).all()
-    return len(edges)
-
-
-def _insert_events(
-    session: Session, inter: Interaction, stored: Sequence[tuple[uuid.UUID, str]]
-) -> None:
-    """A ``created`` event per stored pattern (the live feed reads them)."""
-    if stored:
-        session.execute(
-            insert(PatternEvent).values(
-                [
-                    {
-                        "project_id": inter.project_id,
-                        "pattern_id": pid,
-                        "event_type": "created",
-                        "payload": {"title": title, "interaction_id": inter.id},
-                    }
-                    for pid, title in stored
-                ]
+    """Insert the resolved edges; an edge the project already has accumulates instead
+    (strength by noisy-OR, one more confirmation: :func:`pipeline.store.merge.noisy_or`).
+    Returns how many edges were new."""
+    new = 0
+    for r in resolved:
+        existing = session.execute(
+            select(PatternRelationship)
+            .where(
+                PatternRelationship.source_pattern_id == r.source_id,
+                PatternRelationship.target_pattern_id == r.target_id,
+                PatternRelationship.relationship_type == r.relationship.type,
             )
+            .with_for_update()
+        ).scalar_one_or_none()
+        if existing is not None:
+            accumulate_edge(existing, r.relationship.strength, r.relationship.confidence, 1)
+            continue
+        session.add(
+            PatternRelationship(
+                project_id=inter.project_id, source_pattern_id=r.source_id,
+                target_pattern_id=r.target_id, relationship_type=r.relationship.type,
+                strength=r.relationship.strength, confidence=r.relationship.confidence,
+                evidence={"source_title": r.relationship.source,
+                          "target_title": r.relationship.target},
+                extraction_method=source.method.value, extraction_model=source.model_name,
+                source_interaction_id=inter.id,
+            )
+        )  # fmt: skip
+        new += 1
+    session.flush()
+    return new
+
+
+def _supersede(
+    session: Session, inter: Interaction, resolved: Sequence[ResolvedRelationship]
+) -> list[NewEvent]:
+    """A ``supersedes`` edge from a newer pattern to an older one replaces the older: it becomes
+    inactive, ``superseded_by`` the newer, which ``supersedes`` it."""
+    events: list[NewEvent] = []
+    for r in resolved:
+        if r.relationship.type != "supersedes":
+            continue
+        newer, older = (
+            session.get(Pattern, r.source_id, with_for_update=True),
+            session.get(Pattern, r.target_id, with_for_update=True),
         )
+        if newer is None or older is None or not (newer.is_active and older.is_active):
+            continue
+        if (older.created_at, str(older.id)) >= (newer.created_at, str(newer.id)):
+            continue
+        older.is_active, older.superseded_by = False, newer.id
+        newer.supersedes = older.id
+        payload = {"superseded_by": str(newer.id), "title": older.title}
+        events.append(NewEvent(inter.project_id, EventType.PATTERN_SUPERSEDED, payload, older.id))
+    session.flush()
+    return events
 
 
 def _mark_extracted(
@@ -233,7 +280,7 @@ def mark_failed(db: Database, failures: Mapping[int, str]) -> None:
     statement; ones another run finished meanwhile are left alone."""
     if not failures:
         return
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         session.execute(
             # Core table: an executemany UPDATE with our own WHERE (the ORM form would be a
             # bulk update by primary key).

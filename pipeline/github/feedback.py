@@ -27,11 +27,12 @@ import structlog
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database, ProjectScope, rescope
 from pipeline.db.models import Interaction, Pattern, Project, WebhookDelivery
 from pipeline.db.status import InteractionStatus
 from pipeline.github.client import GitHubClient
 from pipeline.settings import Settings
+from pipeline.store.usage import record_usage
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +132,7 @@ def feedback_candidates(db: Database, pattern_ids: Sequence[uuid.UUID]) -> list[
         (WebhookDelivery.event == event) & WebhookDelivery.action.in_(sorted(actions))
         for event, actions in FEEDBACK_ACTIONS.items()
     ]
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         ids = session.scalars(
             select(WebhookDelivery.interaction_id)
             .join(Pattern, Pattern.source_interaction_id == WebhookDelivery.interaction_id)
@@ -162,7 +163,7 @@ def post_feedback(
     """
     out = FeedbackResult()
     for iid in dict.fromkeys(interaction_ids):
-        with db.session() as session:
+        with db.session(ALL_PROJECTS) as session:
             row = session.execute(
                 select(WebhookDelivery, Interaction, Project.name)
                 .join(Interaction, Interaction.id == WebhookDelivery.interaction_id)
@@ -173,6 +174,9 @@ def post_feedback(
             reason = _skip_reason(row)
             if reason is None:
                 delivery, inter, project = row  # type: ignore[misc]
+                # The lookup spans projects (a delivery id names its project); the patterns
+                # listed are read under the interaction's project's row-level security.
+                rescope(session, ProjectScope(inter.project_id))
                 similar = similar_patterns(session, iid, settings.feedback_max_patterns)
                 if not similar:
                     reason = "no similar earlier patterns"
@@ -187,6 +191,12 @@ def post_feedback(
                 update(WebhookDelivery)
                 .where(WebhookDelivery.id == delivery.id)
                 .values(feedback_comment_id=comment_id, feedback_posted_at=func.now())
+            )
+            record_usage(
+                session,
+                {p.id: inter.project_id for p in similar},
+                used_by="feedback:github",
+                context={"delivery": delivery.delivery_id, "comment_id": comment_id},
             )
             out.posted[delivery.delivery_id] = comment_id
             log.info(

@@ -8,12 +8,14 @@ SHA-256 without a salt is enough here because the keys are long random strings, 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -84,3 +86,48 @@ def authenticate(session: Session, key: str) -> Principal | None:
     if row is None:
         return None
     return Principal(key_id=row[0], project_id=row[1], project_name=row[2])
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key as listings show it: never the key, only its first characters."""
+
+    id: int
+    project: str
+    name: str
+    prefix: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id, "project": self.project, "name": self.name, "prefix": self.prefix,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }  # fmt: skip
+
+
+def list_keys(session: Session, project: str | None = None) -> list[KeyInfo]:
+    """Every key (or ``project``'s), oldest first."""
+    query = (
+        select(ApiKey.id, Project.name, ApiKey.name, ApiKey.prefix, ApiKey.created_at,
+               ApiKey.revoked_at)
+        .join(Project, Project.id == ApiKey.project_id)
+        .order_by(ApiKey.id)
+    )  # fmt: skip
+    if project is not None:
+        query = query.where(Project.name == project)
+    return [KeyInfo(*row) for row in session.execute(query).all()]
+
+
+def revoke_key(session: Session, key_id: int) -> bool:
+    """Revoke key ``key_id`` (its requests get 401 from now on). Returns ``False`` when there is
+    no such key or it was revoked already."""
+    revoked = session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(ApiKey.id)
+    ).first()
+    return revoked is not None

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database, ProjectScope
 from pipeline.db.models import WebhookDelivery
 from pipeline.errors import MalformedInputError
 from pipeline.intake.normalize import (
@@ -53,7 +53,8 @@ class DeliveryResult:
 
 def store_delivery(db: Database, event: str, delivery_id: str, payload: Any) -> DeliveryResult:
     """Store one delivery (``webhook_deliveries`` and, when it carries content, ``interactions``)
-    in one transaction.
+    in one transaction. Spans projects explicitly: the (signed) payload names the repository,
+    whose project is created when new.
 
     Requests carrying the same delivery id (GitHub redelivers, proxies retry) are serialised by
     an advisory lock on the id: the second waits for the first's commit and then finds its row.
@@ -62,7 +63,7 @@ def store_delivery(db: Database, event: str, delivery_id: str, payload: Any) -> 
         MalformedInputError: the payload is not a usable delivery of its event.
         DatabaseUnavailableError: Postgres is down.
     """
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         session.execute(
             text("SELECT pg_advisory_xact_lock(:ns, hashtext(:delivery))"),
             {"ns": DELIVERY_LOCK_NAMESPACE, "delivery": delivery_id},
@@ -104,7 +105,8 @@ def store_interactions(
     items: Sequence[Mapping[str, Any]],
     keys: Sequence[str | None],
 ) -> StoredInteractions:
-    """Store a project's submitted interactions in one transaction.
+    """Store a project's submitted interactions in one transaction, under that project's
+    row-level security.
 
     Args:
         items: ``{"content", "kind", "author", "external_id", "occurred_at", "metadata"}`` each
@@ -123,7 +125,7 @@ def store_interactions(
         if key is not None:
             obj["idempotency_key"] = f"api:{project_id}:{key}"
         normalized.append(normalize_interaction(obj))
-    with db.session() as session:
+    with db.session(ProjectScope(project_id)) as session:
         result = store(session, normalized)
     return StoredInteractions(
         [result.by_key[n.idempotency_key] for n in normalized], result.new_ids

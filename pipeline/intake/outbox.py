@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy import case, func, select, update
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction
 from pipeline.db.status import WAITING_STATUSES, InteractionStatus
 from pipeline.dispatch import Dispatcher
@@ -42,7 +42,7 @@ def pending_ids(
 ) -> list[int]:  # fmt: skip
     """The given interactions still waiting for extraction (by default ``received`` or
     ``queued``; ``statuses`` narrows it), by id."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         return list(
             session.scalars(
                 select(Interaction.id)
@@ -79,7 +79,7 @@ def publish_pending(
     for start in range(0, len(pending), batch_size):
         batch = list(pending[start : start + batch_size])
         dispatcher.extract(batch, claude_mode=claude_mode)
-        with db.session() as session:
+        with db.session(ALL_PROJECTS) as session:
             # Every publish is a delivery attempt, whatever the status (eager mode finished it);
             # only waiting ones become queued. One statement: this runs in the request path.
             session.execute(
@@ -170,7 +170,7 @@ def sweep_outbox(*, db: Database, dispatcher: Dispatcher, settings: Settings) ->
     """
     out = SweepResult()
     last_publish = func.coalesce(Interaction.queued_at, Interaction.created_at)
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         if not session.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK_KEY))):
             out.skipped_locked = True
             return out

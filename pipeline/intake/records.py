@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.errors import MalformedInputError
 from pipeline.intake.normalize import Normalized, parse_record
 from pipeline.intake.store import store
@@ -94,7 +94,7 @@ def ingest_paths(
     def flush() -> None:
         if not chunk:
             return
-        with db.session() as session:
+        with db.session(ALL_PROJECTS) as session:
             result = store(session, chunk)
         for iid in result.interaction_ids:
             if iid not in seen:

@@ -17,8 +17,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from pipeline.db.models import Interaction, Project, ProjectMember, WebhookDelivery
-from pipeline.db.status import DeliveryOutcome, InteractionStatus
+from pipeline.db.status import DeliveryOutcome, EventType, InteractionStatus
 from pipeline.intake.normalize import Normalized, NormalizedInteraction, SkippedDelivery
+from pipeline.store.events import NewEvent, lock_projects, record
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def store(session: Session, items: Sequence[Normalized]) -> StoreResult:
     interactions = [i for i in items if isinstance(i, NormalizedInteraction)]
     skipped = [i for i in items if isinstance(i, SkippedDelivery)]
     _insert_members(session, projects, interactions)
+    # The writer locks of the projects (the live feed's order): before their events are added.
+    lock_projects(session, {projects[i.project] for i in interactions})
     new_ids = _insert_interactions(session, projects, interactions)
     keys = [i.idempotency_key for i in interactions]
     by_key: dict[str, int] = {}
@@ -161,7 +164,7 @@ def _insert_interactions(
     session: Session, projects: dict[str, Any], interactions: Sequence[NormalizedInteraction]
 ) -> list[int]:
     """Insert the interactions whose idempotency key is new (``received``; ``skipped`` when the
-    content is blank). Returns the ids inserted."""
+    content is blank) with an ``interaction.received`` event each. Returns the ids inserted."""
     if not interactions:
         return []
     rows = [
@@ -183,15 +186,24 @@ def _insert_interactions(
         }
         for i in interactions
     ]
-    return [
-        int(iid)
-        for iid in session.execute(
-            insert(Interaction)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[Interaction.idempotency_key])
-            .returning(Interaction.id)
-        ).scalars()
-    ]
+    inserted = session.execute(
+        insert(Interaction)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[Interaction.idempotency_key])
+        .returning(Interaction.id, Interaction.project_id, Interaction.kind, Interaction.status)
+    ).all()
+    record(
+        session,
+        [
+            NewEvent(
+                project_id,
+                EventType.INTERACTION_RECEIVED,
+                {"interaction_id": int(iid), "kind": kind, "status": status},
+            )
+            for iid, project_id, kind, status in inserted
+        ],
+    )
+    return [int(row[0]) for row in inserted]
 
 
 def _insert_deliveries(

@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.status import InteractionStatus
 from pipeline.errors import DatabaseUnavailableError
 from pipeline.queues import QUEUES
@@ -88,7 +88,7 @@ def read_database(db: Database, settings: Settings) -> DatabaseReading:
     Raises:
         DatabaseUnavailableError / sqlalchemy.exc.SQLAlchemyError: the database cannot be read.
     """
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         by_status = {status.value: 0 for status in InteractionStatus}
         for row in session.execute(
             text("SELECT status, count(*) FROM interactions GROUP BY status")

@@ -18,7 +18,7 @@ from pipeline.db.models import (
     PatternValidation,
     Recommendation,
 )
-from pipeline.db.status import CallOutcome, InteractionStatus
+from pipeline.db.status import CallOutcome, InteractionStatus, ValidationType
 from pipeline.types import Provider
 
 
@@ -26,9 +26,11 @@ from pipeline.types import Provider
 class Outcomes:
     """Counts over a set of interactions and everything derived from them.
 
-    ``by_status``: interaction status → n. ``validations``: recorded by these interactions'
-    patterns. ``llm_calls``: provider → calls that reached a model (retries included; calls the
-    budget deferred are not counted). ``cost_usd``: their dollars. ``analyses``: strategic
+    ``by_status``: interaction status → n. ``patterns``: extracted from them, of which
+    ``patterns_active`` stand on their own and ``merged`` were folded into a twin (an earlier
+    sighting of the same idea). ``validations``: recorded by these interactions' patterns.
+    ``llm_calls``: provider → calls that reached a model (retries included; calls the budget
+    deferred are not counted). ``cost_usd``: their dollars. ``analyses``: strategic
     analysis status → n. ``deferred_to_local``: Claude calls the budget or Claude's availability
     sent back to the local model. ``failure_reasons``: last error → n over failed and dead ones.
     """
@@ -37,6 +39,8 @@ class Outcomes:
     by_status: Mapping[str, int]
     patterns: int
     embedded: int
+    patterns_active: int
+    merged: int
     relationships: int
     validations: int
     llm_calls: Mapping[str, int]
@@ -63,35 +67,24 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
             .group_by(Interaction.status)
         ).all()
     )
-    patterns, embedded = session.execute(
-        select(func.count(), func.count(Pattern.embedding)).where(
-            Pattern.source_interaction_id.in_(id_list)
-        )
+    patterns, embedded, active = session.execute(
+        select(
+            func.count(), func.count(Pattern.embedding), func.count().filter(Pattern.is_active)
+        ).where(Pattern.source_interaction_id.in_(id_list))
     ).one()
+    merged = session.scalar(
+        select(func.count()).where(
+            PatternValidation.validation_type == ValidationType.MERGE,
+            PatternValidation.interaction_id.in_(id_list),
+        )
+    )
     relationships = session.scalar(
         select(func.count()).where(PatternRelationship.source_interaction_id.in_(id_list))
     )
     validations = session.scalar(
         select(func.count()).where(PatternValidation.interaction_id.in_(id_list))
     )
-    calls: dict[str, int] = {p.value: 0 for p in Provider}
-    tokens_in = tokens_out = 0
-    cost = 0.0
-    for provider, n, tin, tout, usd in session.execute(
-        select(
-            LLMCall.provider,
-            func.count(),
-            func.coalesce(func.sum(LLMCall.tokens_in), 0),
-            func.coalesce(func.sum(LLMCall.tokens_out), 0),
-            func.coalesce(func.sum(LLMCall.cost_usd), 0),
-        )
-        .where(LLMCall.interaction_id.in_(id_list), LLMCall.outcome != CallOutcome.DEFERRED)
-        .group_by(LLMCall.provider)
-    ).all():
-        calls[provider] = int(n)
-        tokens_in += int(tin)
-        tokens_out += int(tout)
-        cost += float(usd)
+    calls, tokens_in, tokens_out, cost = _llm_totals(session, id_list)
     recommendations = session.scalar(
         select(func.count()).where(Recommendation.interaction_id.in_(id_list))
     )
@@ -122,6 +115,8 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
         by_status={str(k): int(v) for k, v in by_status.items()},
         patterns=int(patterns),
         embedded=int(embedded),
+        patterns_active=int(active),
+        merged=int(merged or 0),
         relationships=int(relationships or 0),
         validations=int(validations or 0),
         llm_calls=calls,
@@ -135,8 +130,33 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
     )
 
 
+def _llm_totals(session: Session, id_list: list[int]) -> tuple[dict[str, int], int, int, float]:
+    """Calls per provider, input and output tokens and dollars of the model requests made for
+    the interactions (deferred ones, never sent, left out)."""
+    calls: dict[str, int] = {p.value: 0 for p in Provider}
+    tokens_in = tokens_out = 0
+    cost = 0.0
+    for provider, n, tin, tout, usd in session.execute(
+        select(
+            LLMCall.provider,
+            func.count(),
+            func.coalesce(func.sum(LLMCall.tokens_in), 0),
+            func.coalesce(func.sum(LLMCall.tokens_out), 0),
+            func.coalesce(func.sum(LLMCall.cost_usd), 0),
+        )
+        .where(LLMCall.interaction_id.in_(id_list), LLMCall.outcome != CallOutcome.DEFERRED)
+        .group_by(LLMCall.provider)
+    ).all():
+        calls[provider] = int(n)
+        tokens_in += int(tin)
+        tokens_out += int(tout)
+        cost += float(usd)
+    return calls, tokens_in, tokens_out, cost
+
+
 def table_counts(session: Session) -> dict[str, Any]:
-    """Row counts of every table, plus interactions by status and llm_calls by provider."""
+    """Row counts of every table, plus interactions by status, active patterns, merges and
+    llm_calls by provider."""
     counts: dict[str, Any] = {
         table: int(session.scalar(text(f'SELECT count(*) FROM "{table}"')) or 0)
         for table in sorted(Base.metadata.tables)
@@ -147,6 +167,15 @@ def table_counts(session: Session) -> dict[str, Any]:
             select(Interaction.status, func.count()).group_by(Interaction.status)
         ).all()
     }
+    counts["patterns_active"] = int(
+        session.scalar(select(func.count()).where(Pattern.is_active.is_(True))) or 0
+    )
+    counts["merged"] = int(
+        session.scalar(
+            select(func.count()).where(PatternValidation.validation_type == ValidationType.MERGE)
+        )
+        or 0
+    )
     counts["llm_calls_by_provider"] = {
         k: int(v)
         for k, v in session.execute(

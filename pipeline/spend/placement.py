@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select, update
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction
 from pipeline.db.status import AnalysisStatus, InteractionStatus
 from pipeline.settings import Settings
@@ -72,7 +72,7 @@ def place(
     exist are left out.
     """
     out = Placement()
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             select(
                 Interaction.id,
@@ -124,7 +124,7 @@ def mark_analysis_pending(
     """Of the given (extracted) interactions, mark those that need strategic analysis
     (:func:`pipeline.spend.routing.needs_strategic_analysis`) ``pending`` and return their ids.
     Ones already marked (a task that ran twice) are not returned again."""
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             select(Interaction.id, Interaction.kind, Interaction.content, Interaction.metadata_,
                    Interaction.complexity)

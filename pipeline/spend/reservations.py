@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.status import ReservationStatus
 from pipeline.errors import InvalidValueError
 from pipeline.settings import Settings
@@ -88,7 +88,7 @@ def reserve(
     day = day or budget_day()
     cap = settings.daily_budget_usd
     limit = limit_for(priority, cap, settings.emergency_budget_usd)
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         if not _take(session, day, provider, amount, cap, limit):
             log.info(
                 "budget_refused", day=str(day), provider=provider, model=model,
@@ -169,7 +169,7 @@ def settle_many(db: Database, actual_by_reservation: Mapping[uuid.UUID, Decimal]
             raise InvalidValueError(f"actual_usd must be >= 0, got {amount_usd}")
     if not actual:
         return set()
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             text(
                 "SELECT id, status, reason, amount_usd, day, provider, model "
@@ -251,7 +251,7 @@ def release_many(db: Database, reservation_ids: Iterable[uuid.UUID], reason: str
     ids = list(reservation_ids)
     if not ids:
         return set()
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             text(
                 "UPDATE budget_reservations r SET status = 'released', reason = :reason, "
@@ -296,7 +296,7 @@ def release_stale(db: Database, *, older_than_s: float) -> int:
     Returns:
         How many reservations were released.
     """
-    with db.session() as session:
+    with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             text(
                 "UPDATE budget_reservations r SET status = 'released', reason = :reason, "

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from support.messages_api import MessagesAPIServer
 
+from pipeline.db.engine import ALL_PROJECTS
 from pipeline.intake.normalize import parse_record
 from pipeline.spend.routing import complexity
 
@@ -62,7 +63,7 @@ def _complex_interactions(data_dir: Path) -> list[tuple[str, str | None]]:
     threshold = settings.complexity_thresholds[TaskType.STRATEGIC_ANALYSIS]
     db = Database.connect(settings, migrate=False)
     try:
-        with db.session() as session:
+        with db.session(ALL_PROJECTS) as session:
             rows = session.execute(
                 select(Interaction.status, Interaction.analysis_status)
                 .where(Interaction.complexity >= threshold)

@@ -21,7 +21,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall, Pattern
 from pipeline.intake.normalize import parse_record
 from pipeline.intake.outbox import publish_pending
@@ -59,7 +59,7 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 
 def _states(db: Database, ids: list[int]) -> dict[str, Any]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return {
             "status": dict(
                 s.execute(select(Interaction.id, Interaction.status).where(
@@ -76,7 +76,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
 ) -> None:  # fmt: skip
     with gzip.open(shared_corpus, "rt") as fh:
         records = [parse_record(json.loads(next(fh))) for _ in range(BATCH)]
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         ids = store(s, records).interaction_ids
     assert len(ids) == BATCH
     settings = Settings(
@@ -129,7 +129,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
         _stop(second)
     statuses = list(_states(db, ids)["status"].values())
     assert statuses.count("extracted") >= BATCH - 2, statuses
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         # One committed run: one first-attempt model call per interaction, all from one batch.
         firsts = s.execute(
             select(LLMCall.interaction_id, func.count(), func.count(LLMCall.batch_id.distinct()))

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.db.engine import ALL_PROJECTS
+
 
 @contextmanager
 def _serve(app: Any) -> Iterator[str]:
@@ -89,7 +91,7 @@ def stored_interactions(db: Any) -> Callable[..., list[int]]:
             )
             for i in range(n)
         ]
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             return store(s, records).interaction_ids
 
     return make

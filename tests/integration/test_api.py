@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from pipeline.api.app import create_app
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import ApiKey, Interaction, WebhookDelivery
 from pipeline.intake.apikeys import create_api_key
 from pipeline.intake.signatures import sign
@@ -77,7 +77,7 @@ def _deliver(
 
 
 def _counts(db: Database) -> tuple[int, int]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return (
             int(s.scalar(select(func.count()).select_from(Interaction)) or 0),
             int(s.scalar(select(func.count()).select_from(WebhookDelivery)) or 0),
@@ -314,7 +314,7 @@ def test_deliveries_are_stored_and_enqueued(
     out = resp.json()
     assert out["status"] == "queued" and out["delivery"] == delivery
     iid = out["interaction_id"]
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         inter = s.get(Interaction, iid)
         assert inter is not None
         assert (inter.kind, inter.source, inter.status, inter.attempts) == (
@@ -368,7 +368,7 @@ def test_repeated_delivery_is_2xx_and_creates_nothing(
     assert [r.status_code for r in ping] == [200, 200]
     assert _counts(db) == (1, 2)
     assert len(queued_tasks()) == 1
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert s.scalar(select(Interaction.attempts)) == 1
 
 
@@ -411,7 +411,7 @@ def test_broker_down_still_stores_and_answers_2xx(db: Database, live_server: Ser
     with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         resp = _deliver(client, "issues", _octokit("issues/opened.payload.json"))
     assert resp.status_code == 202 and resp.json()["status"] == "stored"
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         inter = s.scalars(select(Interaction)).one()
         assert (inter.status, inter.attempts, inter.queued_at) == ("received", 0, None)
 
@@ -421,7 +421,7 @@ def test_broker_down_still_stores_and_answers_2xx(db: Database, live_server: Ser
 
 @pytest.fixture()
 def api_key(db: Database) -> str:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         _, key = create_api_key(s, "acme/widgets", "tests")
     return key
 
@@ -436,7 +436,7 @@ def test_interactions_need_a_valid_key(
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     basic = client.post("/v1/interactions", json=body, headers={"Authorization": "Basic eDp5"})
     assert basic.status_code == 401
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(update(ApiKey).values(revoked_at=func.now()))
     revoked = client.post(
         "/v1/interactions", json=body, headers={"Authorization": f"Bearer {api_key}"}
@@ -459,7 +459,7 @@ def test_single_interaction_is_idempotent_on_its_header(
     again = client.post("/v1/interactions", json={**body, "content": "changed"}, headers=auth)
     assert again.status_code == 200
     assert again.json() == {"id": out["id"], "created": False, "status": "existing"}
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         inter = s.scalars(select(Interaction)).one()
         assert inter.source == "api" and inter.content == body["content"]
         assert inter.idempotency_key.startswith("api:") and inter.idempotency_key.endswith(":req-1")
@@ -624,7 +624,7 @@ def test_a_renamed_repository_keeps_its_project(
     payload["repository"]["name"] = "Hello-World-renamed"
     second = _deliver(client, "issues", json.dumps(payload).encode())
     assert (first.status_code, second.status_code) == (202, 202), second.text
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         projects = s.execute(select(Project.name, Project.github_repo_id)).all()
         assert projects == [("Codertocat/Hello-World", payload["repository"]["id"])]
         assert len(set(s.scalars(select(Interaction.project_id)).all())) == 1

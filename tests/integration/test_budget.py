@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, text
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import BudgetDay, BudgetReservation
 from pipeline.settings import Settings
 from pipeline.spend.budget import budget_state
@@ -38,7 +38,7 @@ def _settings(cap: str, emergency: str = "0") -> Settings:
 
 
 def _day_row(db: Database, day: dt.date = DAY) -> tuple[Decimal, Decimal, Decimal]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         row = s.execute(
             select(BudgetDay.cap_usd, BudgetDay.spent_usd, BudgetDay.reserved_usd).where(
                 BudgetDay.day == day, BudgetDay.provider == "claude"
@@ -90,7 +90,7 @@ def test_fifty_concurrent_reservers_get_exactly_what_the_budget_affords(
         assert all(r.amount_usd == D("0.10") and r.day == DAY for r in won)
         cap, spent, reserved = _day_row(db)
         assert (cap, spent, reserved) == (D("0.70"), D("0"), D("0.70"))
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             rows = s.scalars(select(BudgetReservation)).all()
         assert len(rows) == 7 and {r.status for r in rows} == {"reserved"}
 
@@ -101,7 +101,7 @@ def test_fifty_concurrent_reservers_get_exactly_what_the_budget_affords(
         cap, spent, reserved = _day_row(db)
         assert reserved == 0
         assert 0 <= spent <= cap
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             settled = s.scalars(select(BudgetReservation.actual_usd)).all()
         assert sum(settled, D(0)) == spent
 
@@ -127,7 +127,7 @@ def test_release_returns_the_money_and_only_once(db: Database) -> None:
     assert not release(db, first.id, "again")
     assert not settle(db, first.id, D("0.10"))  # released by hand: not settled later
     assert _day_row(db) == (D("1"), D("0"), D("0"))
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         row = s.get(BudgetReservation, first.id)
         assert row is not None
         assert (row.status, row.reason, row.actual_usd) == ("released", "call not made", None)
@@ -150,7 +150,7 @@ def test_emergency_passes_the_daily_cap_but_not_the_emergency_cap(db: Database) 
     assert urgent is not None and urgent.priority is Priority.EMERGENCY
     assert _reserve(db, settings, "0.11", priority=Priority.EMERGENCY) is None  # 1.51 > 1.5
     assert _reserve(db, settings, "0.10", priority=Priority.EMERGENCY) is not None  # 1.50
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         state = budget_state(s, settings=settings, day=DAY)
         priorities = sorted(s.scalars(select(BudgetReservation.priority)).all())
     assert state.reserved_usd == D("1.5") and state.spent_usd == 0
@@ -165,7 +165,7 @@ def test_release_stale_releases_only_old_reservations(db: Database) -> None:
     done = _reserve(db, settings, "0.5")
     assert all(old) and fresh and done
     assert settle(db, done.id, D("0.4"))
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(
             text(
                 "UPDATE budget_reservations SET created_at = now() - interval '2 hours' "
@@ -175,7 +175,7 @@ def test_release_stale_releases_only_old_reservations(db: Database) -> None:
         )
     assert release_stale(db, older_than_s=3600) == 3
     assert _day_row(db) == (D("10"), D("0.4"), D("2"))
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         rows = {r.id: r for r in s.scalars(select(BudgetReservation))}
     assert all(rows[r.id].status == "released" for r in old if r)
     assert all(rows[r.id].reason == STALE_REASON for r in old if r)
@@ -199,7 +199,7 @@ def test_settle_many_and_release_many_move_each_reservation_once(db: Database) -
     )  # fmt: skip
     assert a and b and c and d and e and other_day
     assert settle(db, a.id, D("0.5"))  # already settled: not moved again
-    with db.session() as s:  # e's worker looked dead: released as stale, settled late
+    with db.session(ALL_PROJECTS) as s:  # e's worker looked dead: released as stale, settled late
         s.execute(
             text("UPDATE budget_reservations SET created_at = now() - interval '2 hours' "
                  "WHERE id = :id"), {"id": e.id},
@@ -221,7 +221,7 @@ def test_settle_many_and_release_many_move_each_reservation_once(db: Database) -
     assert _day_row(db, DAY + dt.timedelta(days=1)) == (D("10"), D("0"), D("0"))
     assert release_many(db, [c.id], "again") == set()
     assert settle_many(db, {}) == set() and release_many(db, [], "none") == set()
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         rows = {r.id: r for r in s.scalars(select(BudgetReservation))}
     assert [rows[r.id].status for r in (a, b, c, d, e)] == [
         "settled", "settled", "released", "released", "settled",
@@ -241,7 +241,7 @@ def test_the_budget_row_is_per_utc_day(db: Database) -> None:
     # Without a day: today's UTC date.
     today = reserve(db, amount_usd=D("0.5"), **kw)  # type: ignore[arg-type]
     assert today is not None and today.day == dt.datetime.now(dt.UTC).date()
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         days = sorted(s.scalars(select(BudgetDay.day)).all())
     assert days == sorted({monday, tuesday, today.day})
 
@@ -258,7 +258,7 @@ def test_the_app_role_may_use_reservations(db: Database) -> None:
     tables that existed then)."""
     r = _reserve(db, _settings("1"), "0.1")
     assert r is not None
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(text("SET LOCAL ROLE patterns_app"))
         assert s.scalar(text("SELECT count(*) FROM budget_reservations")) == 1
         s.execute(text("UPDATE budget_reservations SET reason = 'checked'"))

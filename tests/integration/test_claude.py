@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from support.messages_api import Fault, MessagesAPIServer
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import (
     BudgetDay,
     BudgetReservation,
@@ -72,12 +72,12 @@ def _request(i: int, **kw: Any) -> GenerationRequest:
 
 
 def _budget_row(db: Database) -> BudgetDay | None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return s.scalars(select(BudgetDay)).first()
 
 
 def _reservations(db: Database) -> dict[str, int]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return {
             k: int(v)
             for k, v in s.execute(
@@ -312,7 +312,7 @@ def test_extraction_through_claude_retries_a_malformed_output(
     engine = ClaudeEngine(client=build_client(settings), db=db, settings=settings)
     result = extract_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
     assert sorted(result.extracted) == ids
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         methods = set(s.scalars(select(Pattern.extraction_method)).all())
         calls = s.execute(select(LLMCall.provider, LLMCall.outcome, LLMCall.cost_usd)).all()
     assert methods == {"commercial_llm"}
@@ -327,7 +327,7 @@ def test_analysis_through_claude_stores_linked_recommendations(
     settings = _settings(messages_api)
     engine = ClaudeEngine.from_settings(settings, db)
     extract_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(
             Interaction.__table__.update()
             .where(Interaction.id.in_(ids))
@@ -337,7 +337,7 @@ def test_analysis_through_claude_stores_linked_recommendations(
     assert sorted(result.done) == ids and result.recommendations >= 2
     again = analyze_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
     assert again.llm_calls == 0  # done analyses are not repeated
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         recs = s.scalars(select(Recommendation)).all()
         statuses = set(s.scalars(select(Interaction.analysis_status)).all())
     assert len(recs) == result.recommendations
@@ -354,7 +354,7 @@ def test_failures_are_marked_in_one_statement_on_waiting_rows_only(
     from pipeline.extract.write import mark_failed
 
     ids = stored_interactions(3, kind="pull_request", content=COMPLEX_PR)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(
             Interaction.__table__.update()
             .where(Interaction.id == ids[2])
@@ -362,7 +362,7 @@ def test_failures_are_marked_in_one_statement_on_waiting_rows_only(
         )
     mark_failed(db, {ids[0]: "first", ids[1]: "second", ids[2]: "not waiting"})
     mark_analysis_failed(db, {ids[2]: "analysis failed", ids[0]: "no analysis pending"})
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         rows = {
             r.id: r
             for r in s.execute(
@@ -389,7 +389,7 @@ def test_placement_scores_the_batch_once_and_routes_what_one_budget_snapshot_aff
     db: Database, messages_api: MessagesAPIServer, stored_interactions: Callable[..., list[int]]
 ) -> None:
     ids = stored_interactions(4, kind="pull_request", content=COMPLEX_PR)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         rows = {r.id: r for r in s.scalars(select(Interaction).where(Interaction.id.in_(ids)))}
     one = estimated_cost(_settings(messages_api), len(rows[ids[0]].content), 10**6)
     settings = _settings(
@@ -400,6 +400,6 @@ def test_placement_scores_the_batch_once_and_routes_what_one_budget_snapshot_aff
     assert (len(placed.claude), len(placed.local)) == (2, 2)
     assert sorted(placed.claude + placed.local) == ids
     assert set(placed.reasons) == set(ids)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         stored = dict(s.execute(select(Interaction.id, Interaction.complexity)).all())
     assert stored == {i: complexity(rows[i].content, rows[i].metadata_) for i in ids}

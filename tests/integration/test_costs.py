@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import insert
 
 from pipeline.api.app import create_app
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import LLMCall
 from pipeline.ops.costs import cost_report
 from pipeline.settings import Settings
@@ -75,7 +75,7 @@ def seeded(db: Database) -> Database:
         _call("local", "SmolLM2-135M-Instruct", 9999, 9999,
               created_at=dt.datetime(2026, 11, 22, 0, 0, tzinfo=dt.UTC)),
     ]  # fmt: skip
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(insert(LLMCall), rows)
     settings = _settings()
     kw = {"settings": settings, "model": "claude-sonnet-5-5", "task_type": "x", "day": DAY}
@@ -118,14 +118,14 @@ def _check(report: dict[str, Any]) -> None:
 
 
 def test_cost_report(seeded: Database) -> None:
-    with seeded.session() as s:
+    with seeded.session(ALL_PROJECTS) as s:
         report = cost_report(s, settings=_settings(), day=DAY)
     _check(json.loads(report.model_dump_json()))
 
 
 def test_local_calls_priced_with_the_long_prompt_tier(seeded: Database) -> None:
     settings = _settings().model_copy(update={"claude_model": "claude-haiku-5-5"})
-    with seeded.session() as s:
+    with seeded.session(ALL_PROJECTS) as s:
         report = cost_report(s, settings=settings, day=DAY)
     # Short calls: 6000 * 0.10 + 600 * 0.50 = 900; the 150k-token one at 5x: 150000 * 0.10 * 5.
     assert report.local_calls_on_claude_usd == D("0.0759")
@@ -133,13 +133,13 @@ def test_local_calls_priced_with_the_long_prompt_tier(seeded: Database) -> None:
 
 
 def test_cost_report_of_an_empty_day(db: Database) -> None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         report = cost_report(s, settings=_settings(), day=dt.date(2030, 1, 1))
     assert report.by_model == [] and report.totals.calls == 0 and report.totals.cost_usd == 0
     assert (report.spent_usd, report.reserved_usd, report.remaining_usd) == (0, 0, D("1"))
     assert report.local_calls_on_claude_usd == 0
     unpriced = _settings().model_copy(update={"claude_model": "some-other-model"})
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert cost_report(s, settings=unpriced, day=DAY).local_calls_on_claude_usd is None
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from pipeline.db.engine import MIGRATIONS_DIR, Database, scope_to_project
+from pipeline.db.engine import ALL_PROJECTS, MIGRATIONS_DIR, Database, scope_to_project
 from pipeline.db.models import Base, Interaction, Pattern, Project, ProjectMember, WebhookDelivery
 from pipeline.intake.records import read_records
 from pipeline.intake.store import store
@@ -22,7 +22,7 @@ EMBEDDING_COLUMNS = {("patterns", "embedding"), ("typescript_errors", "embedding
 
 
 def test_migration_creates_every_table_vector_and_hnsw(db: Database) -> None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         tables = set(
             s.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname='public'")).all()
         )
@@ -56,22 +56,22 @@ def test_models_and_migrations_agree(database_url: str) -> None:
 
 
 def test_row_level_security_isolates_projects(db: Database) -> None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         a = s.scalar(select(Project.id).from_statement(
             text("INSERT INTO projects (name) VALUES ('a/a') RETURNING id")))  # fmt: skip
         b = s.scalar(select(Project.id).from_statement(
             text("INSERT INTO projects (name) VALUES ('b/b') RETURNING id")))  # fmt: skip
         for pid, title in ((a, "alpha"), (b, "beta")):
             s.add(Pattern(project_id=pid, type="testing", title=title, content={}))
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         scope_to_project(s, a)
         assert s.scalars(select(Pattern.title)).all() == ["alpha"]
         assert s.scalars(select(Project.name)).all() == ["a/a"]
-    with db.session() as s, pytest.raises(Exception, match="row-level security"):
+    with db.session(ALL_PROJECTS) as s, pytest.raises(Exception, match="row-level security"):
         scope_to_project(s, a)
         s.add(Pattern(project_id=b, type="testing", title="sneaky", content={}))
         s.flush()
-    with db.session() as s:  # the owner (workers) sees everything
+    with db.session(ALL_PROJECTS) as s:  # the owner (workers) sees everything
         assert sorted(s.scalars(select(Pattern.title)).all()) == ["alpha", "beta"]
 
 
@@ -95,13 +95,13 @@ def test_store_is_idempotent_and_records_deliveries(
         ],
     )
     records += list(read_records([extra]))
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         first = store(s, records)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         second = store(s, records)
     assert first.created == 6 and first.skipped == 1  # 5 PRs + 1 interaction (duplicate merged)
     assert second.created == 0 and second.interaction_ids == first.interaction_ids
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert s.scalar(select(func.count()).select_from(Interaction)) == 6
         deliveries = dict(
             s.execute(select(WebhookDelivery.delivery_id, WebhookDelivery.outcome)).all()
@@ -129,7 +129,7 @@ def test_connect_migrates_an_empty_database(pg_server: object) -> None:
         conn.execute(text(f"CREATE DATABASE {name}"))
     url = pg_server.get_uri(database=name)  # type: ignore[attr-defined]  # libpq style on purpose
     database = Database.connect(Settings(database_url=url))
-    with database.session() as s:
+    with database.session(ALL_PROJECTS) as s:
         assert s.scalar(text("SELECT version_num FROM alembic_version")) == _head()
     database.dispose()
     with admin.connect() as conn:
@@ -158,12 +158,12 @@ def test_a_dropped_connection_is_a_retryable_error_that_names_no_parameters(db: 
     from pipeline.errors import DatabaseUnavailableError, RetryableError
     from workers.app import RETRY_POLICY
 
-    with pytest.raises(DatabaseUnavailableError) as caught, db.session() as s:
+    with pytest.raises(DatabaseUnavailableError) as caught, db.session(ALL_PROJECTS) as s:
         s.execute(text("SELECT pg_terminate_backend(pg_backend_pid()), :secret"), {"secret": "s3"})
     assert isinstance(caught.value, RetryableError)
     assert issubclass(DatabaseUnavailableError, RETRY_POLICY["autoretry_for"])  # type: ignore[arg-type]
     assert "s3" not in str(caught.value) and "SELECT" not in str(caught.value)
-    with db.session() as s:  # the pool hands out a fresh connection next time
+    with db.session(ALL_PROJECTS) as s:  # the pool hands out a fresh connection next time
         assert s.scalar(text("SELECT 1")) == 1
 
 
@@ -171,7 +171,7 @@ def test_an_unreachable_server_is_a_retryable_error() -> None:
     from pipeline.errors import DatabaseUnavailableError
 
     unreachable = Database.from_url("postgresql+psycopg://u:hunter2@127.0.0.1:9/none")
-    with pytest.raises(DatabaseUnavailableError) as caught, unreachable.session() as s:
+    with pytest.raises(DatabaseUnavailableError) as caught, unreachable.session(ALL_PROJECTS) as s:
         s.execute(text("SELECT 1"))
     assert "hunter2" not in str(caught.value)
     unreachable.dispose()

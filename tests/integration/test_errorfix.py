@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import CodeAnalysis, LLMCall, TypeScriptError
 from pipeline.errorfix.batch import BATCH_LOCK_KEY, process_batch
 from pipeline.errorfix.compiler import check_fixes, find_tsc
@@ -32,7 +32,7 @@ def tsc_records() -> Path:
 
 
 def _statuses(db: Database) -> dict[str, int]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return dict(
             s.execute(
                 select(TypeScriptError.status, func.count()).group_by(TypeScriptError.status)
@@ -107,7 +107,7 @@ def test_beat_entry_runs_a_batch_that_learns_from_accepted_fixes(
         first = app.tasks[str(entry["task"])].apply(kwargs={"limit": 6}).get()
         assert first["processed"] == 6 and first["suggested"] + first["failed"] == 6
         assert first["failed"] <= 1 and first["retrieved_examples"] == 0
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             rows = s.execute(select(TypeScriptError).order_by(TypeScriptError.id)).scalars().all()
             for row in rows[:6]:
                 if row.status == "ai_suggested":
@@ -132,7 +132,7 @@ def test_beat_entry_runs_a_batch_that_learns_from_accepted_fixes(
         second = app.tasks[str(entry["task"])].apply(kwargs={"limit": 6}).get()
         assert second["processed"] == 6
         assert second["retrieved_examples"] == 2 * second["suggested"] + 2 * second["failed"]
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             newest = s.scalars(select(CodeAnalysis).order_by(CodeAnalysis.id.desc()).limit(1)).one()
             accepted_ids = set(
                 s.scalars(select(CodeAnalysis.id).where(CodeAnalysis.status == "accepted")).all()

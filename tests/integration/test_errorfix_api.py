@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline.api.app import create_app
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import CodeAnalysis, TypeScriptError
 from pipeline.errorfix.parsing import TsDiagnostic
 from pipeline.errorfix.store import acceptance, store_diagnostics
@@ -35,7 +35,7 @@ def _error_with_suggestion(db: Database, project: str, suggest: bool = True) -> 
         project, "a.ts", 1, 7, "TS2322", f"Type 'string' ... ({project})", 'const x: number = "a";'
     )
     store_diagnostics(db, [diag])
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         error = s.scalars(
             select(TypeScriptError).where(TypeScriptError.error_message == diag.error_message)
         ).one()
@@ -53,7 +53,7 @@ def _error_with_suggestion(db: Database, project: str, suggest: bool = True) -> 
 
 
 def test_accept_and_reject_with_the_projects_key(db: Database, client: httpx.Client) -> None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         _, key = create_api_key(s, "acme/web", "tests")
     auth = {"Authorization": f"Bearer {key}"}
     first = _error_with_suggestion(db, "acme/web")
@@ -64,7 +64,7 @@ def test_accept_and_reject_with_the_projects_key(db: Database, client: httpx.Cli
     assert client.post(f"/v1/typescript-errors/{other}/accept", headers=auth).status_code == 403
     assert client.post("/v1/typescript-errors/999999/reject", headers=auth).status_code == 404
     assert client.post(f"/v1/typescript-errors/{first}/maybe", headers=auth).status_code == 422
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert (
             s.scalar(select(CodeAnalysis.status).where(CodeAnalysis.typescript_error_id == first))
             == "accepted"
@@ -79,12 +79,12 @@ def test_accept_and_reject_with_the_projects_key(db: Database, client: httpx.Cli
 
 
 def test_review_without_a_suggestion_is_409(db: Database, client: httpx.Client) -> None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         _, key = create_api_key(s, "acme/web", "tests")
     error_id = _error_with_suggestion(db, "acme/web", suggest=False)
     answer = client.post(
         f"/v1/typescript-errors/{error_id}/reject", headers={"Authorization": f"Bearer {key}"}
     )
     assert answer.status_code == 409
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert s.get(TypeScriptError, error_id).status == "pending"  # type: ignore[union-attr]

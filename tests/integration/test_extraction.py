@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall, Pattern, PatternRelationship, PatternValidation
 from pipeline.extract.batch import extract_batch
 from pipeline.extract.schemas import ExtractionResult, extraction_json_schema
@@ -23,12 +23,12 @@ pytestmark = pytest.mark.integration
 
 
 def _ingest(db: Database, records: list) -> list[int]:  # type: ignore[type-arg]
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return store(s, records).interaction_ids
 
 
 def _count(db: Database, model: type) -> int:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
@@ -56,7 +56,7 @@ def test_extract_batch_stores_patterns_and_is_idempotent(
     result = extract_batch(db=db, engine=vllm_engine, settings=model_settings, interaction_ids=ids)  # type: ignore[arg-type]
     assert len(result.extracted) + len(result.failed) == 8
     assert len(result.extracted) >= 6  # the same model and prompt fail well under 10% at scale
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         statuses = dict(s.execute(select(Interaction.id, Interaction.status)).all())
         assert set(statuses.values()) <= {"extracted", "failed"}
         per_interaction = dict(
@@ -89,7 +89,7 @@ def test_truncated_output_is_retried_then_failed_with_reason(
     )
     result = extract_batch(db=db, engine=vllm_engine, settings=tiny, interaction_ids=ids)  # type: ignore[arg-type]
     assert sorted(result.failed) == sorted(ids)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         calls = s.execute(
             select(LLMCall.interaction_id, LLMCall.attempt, LLMCall.outcome).order_by(LLMCall.id)
         ).all()
@@ -118,7 +118,7 @@ def test_prompt_too_long_fails_alone_and_batch_goes_on(
 def test_embeddings_are_normalised_and_recurrences_confirm_once(
     db: Database, embedder: object, model_settings: Settings
 ) -> None:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         ids = store(
             s,
             [
@@ -151,7 +151,7 @@ def test_embeddings_are_normalised_and_recurrences_confirm_once(
     r2 = embed_patterns(db=db, embedder=embedder, settings=model_settings, pattern_ids=pids)  # type: ignore[arg-type]
     r3 = embed_patterns(db=db, embedder=embedder, settings=model_settings, pattern_ids=pids)  # type: ignore[arg-type]
     assert (r1.embedded, r2.embedded, r3.embedded) == (1, 2, 0)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         vectors = s.scalars(select(Pattern.embedding).order_by(Pattern.title)).all()
         assert all(np.isclose(np.linalg.norm(np.asarray(v)), 1.0, atol=1e-3) for v in vectors)
         validations = s.execute(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, Pattern, WebhookDelivery
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.github.client import HttpxGitHubClient
@@ -96,7 +96,7 @@ def _payload(relative: str) -> dict[str, Any]:
 
 def _add_patterns(db: Database, embedder: Any, iid: int, patterns: list[tuple[str, str]]) -> None:
     vectors = embedder.encode([pattern_text(t, {"description": d}) for t, d in patterns])
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         project = s.scalar(select(Interaction.project_id).where(Interaction.id == iid))
         for (title, desc), vec in zip(patterns, vectors, strict=True):
             s.execute(
@@ -116,13 +116,13 @@ def scene(db: Database, embedder: Any) -> dict[str, int]:
     opened = _payload("pull_request/opened.payload.json")
     closed = _payload("pull_request/closed.payload.json")
     project = opened["repository"]["full_name"]
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         chat = {"project": project, "content": "chat", "external_id": "https://x/earlier"}
         earlier = store(s, [normalize_interaction(chat)])
     _add_patterns(db, embedder, earlier.interaction_ids[0], EARLIER)
     ids = {}
     for name, payload in (("opened", opened), ("closed", closed)):
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             result = store(s, [normalize_delivery("pull_request", f"d-{name}", payload)])
         ids[name] = result.interaction_ids[0]
         _add_patterns(db, embedder, ids[name], NEW)
@@ -166,7 +166,7 @@ def test_one_comment_per_delivery(db: Database, github: Recorder, scene: dict[st
     assert (
         NEW[0][0] not in body
     )  # its own patterns (and the closed PR's, created later) are not listed
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         delivery = s.scalars(
             select(WebhookDelivery).where(WebhookDelivery.delivery_id == "d-opened")
         ).one()
@@ -175,7 +175,7 @@ def test_one_comment_per_delivery(db: Database, github: Recorder, scene: dict[st
 
 
 def _pattern_ids(db: Database) -> list[Any]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return list(s.scalars(select(Pattern.id)).all())
 
 
@@ -194,7 +194,7 @@ def test_github_errors_are_mapped_and_nothing_is_recorded(
             post_feedback(
                 db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
             )
-        with db.session() as s:
+        with db.session(ALL_PROJECTS) as s:
             assert (
                 s.scalar(
                     select(func.count()).where(WebhookDelivery.feedback_comment_id.is_not(None))
@@ -233,10 +233,10 @@ def test_embed_task_hands_on_to_the_feedback_task(
     app.loader.import_default_modules()
     opened = _payload("pull_request/opened.payload.json")
     project = opened["repository"]["full_name"]
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         earlier = store(s, [normalize_interaction({"project": project, "content": "chat"})])
     _add_patterns(db, embedder, earlier.interaction_ids[0], EARLIER)
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         new = store(s, [normalize_delivery("pull_request", "d-chain", opened)]).interaction_ids[0]
         pattern_ids = [
             s.scalar(
@@ -264,7 +264,7 @@ def test_embed_task_hands_on_to_the_feedback_task(
     assert (second["embedded"], second["feedback"]) == (0, 0)
     (request,) = github.requests
     assert request["json"]["body"].startswith(COMMENT_MARKER.format(delivery="d-chain"))
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert (
             s.scalar(
                 select(WebhookDelivery.feedback_comment_id).where(

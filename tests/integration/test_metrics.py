@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, update
 
 from pipeline.api.app import create_app
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall
 from pipeline.settings import Settings
 from pipeline.spend.reservations import reserve
@@ -68,7 +68,7 @@ def populated(db: Database, stored_interactions: Callable[..., list[int]]) -> Da
     """Five interactions (two failed for one reason, one dead, two received), four llm_calls
     rows and a 1.25 USD reservation on today's budget."""
     ids = stored_interactions(5, key="metrics-{i}")
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(
             update(Interaction)
             .where(Interaction.id.in_(ids[:2]))

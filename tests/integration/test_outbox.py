@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import ApiKey, Interaction
 from pipeline.intake.apikeys import authenticate, hash_key
 from pipeline.intake.normalize import normalize_interaction
@@ -40,13 +40,13 @@ def _settings(redis_url: str, **extra: Any) -> Settings:
 
 def _store(db: Database, n: int) -> list[int]:
     items = [normalize_interaction({"project": "o/r", "content": f"text {i}"}) for i in range(n)]
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return store(s, items).interaction_ids
 
 
 def _age(db: Database, ids: list[int], seconds: float, **values: Any) -> None:
     """Pretend the interactions were last published ``seconds`` ago."""
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         s.execute(
             update(Interaction)
             .where(Interaction.id.in_(ids))
@@ -59,7 +59,7 @@ def _age(db: Database, ids: list[int], seconds: float, **values: Any) -> None:
 
 
 def _rows(db: Database) -> dict[int, tuple[str, int, str | None]]:
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         return {
             i: (st, a, e)
             for i, st, a, e in s.execute(
@@ -111,7 +111,7 @@ def test_a_second_sweep_waits_for_none(db: Database, redis_url: str) -> None:
     settings = _settings(redis_url)
     ids = _store(db, 2)
     _age(db, ids, 700)
-    with db.session() as holder:
+    with db.session(ALL_PROJECTS) as holder:
         holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK_KEY})
         result = sweep_outbox(
             db=db, dispatcher=CeleryDispatcher(make_celery(settings)), settings=settings
@@ -161,7 +161,7 @@ def test_ingest_command_stores_and_enqueues_only(
     assert [len(ids) for _, (ids,) in tasks] == [8, 8, 8, 6]
     rows = _rows(db)
     assert {r[:2] for r in rows.values()} == {("queued", 1)}
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         assert s.scalar(select(func.count()).select_from(text("llm_calls"))) == 0
     again = _cli(["ingest", str(data), "--json"], env)
     second = json.loads(again.stdout.strip().splitlines()[-1])
@@ -176,7 +176,7 @@ def test_apikey_command_prints_the_key_once(database_url: str, db: Database) -> 
     assert proc.returncode == 0, proc.stderr[-3000:]
     key = proc.stdout.strip()
     assert key.startswith("pp_")
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         row = s.scalars(select(ApiKey)).one()
         assert row.key_hash == hash_key(key) and row.name == "ci" and key not in row.prefix + "x"
         principal = authenticate(s, key)

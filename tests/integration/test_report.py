@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.db.engine import Database
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import (
     BudgetDay,
     Interaction,
@@ -64,7 +64,7 @@ def seeded(db: Database) -> Database:
         )
         for i in range(8)
     ]  # fmt: skip
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         ids = store(s, records).interaction_ids
     i = dict(enumerate(ids))
     states: list[tuple[int, dict[str, Any]]] = [
@@ -78,7 +78,7 @@ def seeded(db: Database) -> Database:
                 "analysis_status": "pending"}),
         (i[6], {"status": "dead"}),
     ]  # fmt: skip
-    with db.session() as s:
+    with db.session(ALL_PROJECTS) as s:
         for iid, values in states:
             s.execute(update(Interaction).where(Interaction.id == iid).values(**values))
         project = s.scalar(select(Interaction.project_id).where(Interaction.id == i[0]))
@@ -152,14 +152,14 @@ def _check(report: dict[str, Any]) -> None:
 
 
 def test_build_report(seeded: Database) -> None:
-    with seeded.session() as s:
+    with seeded.session(ALL_PROJECTS) as s:
         report = build_report(s, settings=_settings(), days=14)
     _check(json.loads(report.model_dump_json()))
-    with seeded.session() as s:
+    with seeded.session(ALL_PROJECTS) as s:
         short = build_report(s, settings=_settings(), days=1)
     assert [d.day for d in short.daily] == [TODAY.date()]
     assert short.quality.failed == 1 and short.total_cost_usd == D("0.03")
-    with seeded.session() as s, pytest.raises(ValueError, match="at least 1"):
+    with seeded.session(ALL_PROJECTS) as s, pytest.raises(ValueError, match="at least 1"):
         build_report(s, settings=_settings(), days=0)
 
 

@@ -116,7 +116,7 @@ def test_unknown_prefixed_variables_are_ignored(clean_env: pytest.MonkeyPatch) -
         ("PATTERNS_VLLM_MEMORY_FRACTION", "0"),
         ("PATTERNS_VLLM_MEMORY_FRACTION", "1.5"),
         ("PATTERNS_TITLE_MATCH_CUTOFF", "1.5"),
-        ("PATTERNS_VALIDATION_MAX_DISTANCE", "3"),
+        ("PATTERNS_MERGE_MAX_DISTANCE", "3"),
     ],
 )
 def test_invalid_values_are_rejected(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
