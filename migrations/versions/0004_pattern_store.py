@@ -56,17 +56,48 @@ def upgrade() -> None:
         sa.Column("normalized_title", sa.Text(), sa.Computed(NORMALIZED, persisted=True)),
     )
     # One active pattern per (project, type, normalised title): merge existing duplicates into
-    # the oldest before the index can exist.
+    # the oldest before the index can exist, as the store would have (a merge validation each).
     op.execute(
         """
-        WITH ranked AS (
+        CREATE TEMPORARY TABLE twins ON COMMIT DROP AS
+        SELECT id, keep FROM (
             SELECT id, first_value(id) OVER w AS keep, row_number() OVER w AS n
             FROM patterns WHERE is_active
-            WINDOW w AS (PARTITION BY project_id, type, normalized_title
-                         ORDER BY created_at, id)
-        )
-        UPDATE patterns p SET is_active = false, superseded_by = ranked.keep, updated_at = now()
-        FROM ranked WHERE p.id = ranked.id AND ranked.n > 1
+            WINDOW w AS (PARTITION BY project_id, type, normalized_title ORDER BY created_at, id)
+        ) ranked WHERE n > 1
+        """
+    )
+    op.execute(
+        "UPDATE patterns p SET is_active = false, superseded_by = t.keep, updated_at = now() "
+        "FROM twins t WHERE p.id = t.id"
+    )
+    op.execute(
+        """
+        INSERT INTO pattern_validations (project_id, pattern_id, validating_pattern_id, validator,
+            validation_type, result, confidence, evidence, interaction_id)
+        SELECT p.project_id, t.keep, t.id, 'title-merge', 'merge', 'confirmed', 1.0,
+               jsonb_build_object('match', 'title', 'title', p.title), p.source_interaction_id
+        FROM twins t JOIN patterns p ON p.id = t.id
+        ON CONFLICT DO NOTHING
+        """
+    )
+    op.execute(
+        """
+        UPDATE patterns p SET validation_count = c.n FROM (
+            SELECT pattern_id, count(*) AS n FROM pattern_validations
+            WHERE result = 'confirmed' GROUP BY pattern_id
+        ) c WHERE p.id = c.pattern_id AND p.id IN (SELECT keep FROM twins)
+        """
+    )
+    # Strength becomes the Wilson lower bound of the confirming share (pipeline.store.lifecycle).
+    op.execute(
+        """
+        UPDATE patterns SET pattern_strength = round(((p + 1.9208 / n
+            - 1.96 * sqrt(p * (1 - p) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))::numeric, 4)
+        FROM (SELECT id AS pid, (1.0 + validation_count) / (1 + validation_count
+                     + contradiction_count) AS p,
+                     (1.0 + validation_count + contradiction_count) AS n FROM patterns) w
+        WHERE patterns.id = w.pid
         """
     )
     op.create_index(

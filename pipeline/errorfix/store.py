@@ -64,14 +64,16 @@ def claim(db: Database, limit: int, stale_after_s: float) -> list[int]:
     """Claim up to ``limit`` errors for this batch (``FOR UPDATE SKIP LOCKED``), in id order.
 
     Concurrent claimers get disjoint rows. A row left ``processing`` for longer than
-    ``stale_after_s`` (a crashed batch) can be claimed again.
+    ``stale_after_s`` (a crashed batch) can be claimed again. The locking subquery is a
+    materialised CTE: evaluated once, whatever plan the row-level security policy leads to (as
+    an ``IN (subquery)`` it could be re-run per row, each run skipping to other rows, and claim
+    more than ``limit``).
     """
     with db.session(ALL_PROJECTS) as session:
         ids = session.scalars(
             text(
                 """
-                UPDATE typescript_errors SET status = :processing, updated_at = now()
-                WHERE id IN (
+                WITH picked AS MATERIALIZED (
                     SELECT id FROM typescript_errors
                     WHERE status = :pending
                        OR (status = :processing
@@ -80,7 +82,9 @@ def claim(db: Database, limit: int, stale_after_s: float) -> list[int]:
                     LIMIT :limit
                     FOR UPDATE SKIP LOCKED
                 )
-                RETURNING id
+                UPDATE typescript_errors t SET status = :processing, updated_at = now()
+                FROM picked WHERE t.id = picked.id
+                RETURNING t.id
                 """
             ),
             {

@@ -78,7 +78,13 @@ def embedding_twin(session: Session, pattern_id: uuid.UUID, max_distance: float)
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     distance = Pattern.embedding.cosine_distance(me.embedding)
     rows = session.execute(
-        select(Pattern.id, Pattern.title, Pattern.created_at, distance.label("d"))
+        select(
+            Pattern.id,
+            Pattern.title,
+            Pattern.created_at,
+            Pattern.source_interaction_id,
+            distance.label("d"),
+        )  # fmt: skip
         .where(
             Pattern.project_id == me.project_id,
             Pattern.type == me.type,
@@ -95,8 +101,10 @@ def embedding_twin(session: Session, pattern_id: uuid.UUID, max_distance: float)
         if d > max_distance:
             return None
         if may_merge_by_embedding(me.title, row.title):
-            older = (row.created_at, str(row.id)) < (me.created_at, str(pattern_id))
-            return Twin(row.id, row.title, round(d, 4), older)
+            # Age: creation time, then arrival order (rows of one batch share a timestamp).
+            theirs = (row.created_at, row.source_interaction_id or 0, str(row.id))
+            mine = (me.created_at, me.source_interaction_id or 0, str(pattern_id))
+            return Twin(row.id, row.title, round(d, 4), theirs < mine)
     return None
 
 

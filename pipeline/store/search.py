@@ -113,26 +113,26 @@ def search(
             query_rows = query_rows.where(Pattern.validation_status == status)
         rows = sorted(session.execute(query_rows).all(), key=lambda r: float(r.d))
         sources = sources_of(session, [r.Pattern.id for r in rows])
+        hits = [_hit(row, sources) for row in rows]
         record_usage(
             session,
             {r.Pattern.id: r.Pattern.project_id for r in rows},
             used_by=used_by,
             context={"query": query[:200]},
         )
-    hits = []
-    for row in rows:
-        p: Pattern = row.Pattern
-        hits.append(
-            Hit(
-                id=p.id, project=str(row.name), type=p.type, title=p.title,
-                description=str(p.content.get("description") or ""),
-                score=round(max(0.0, min(1.0, 1.0 - float(row.d) / 2)), 4),
-                validation_count=p.validation_count, pattern_strength=p.pattern_strength,
-                validation_status=p.validation_status, usage_count=p.usage_count + 1,
-                sources=sources.get(p.id, []),
-            )
-        )  # fmt: skip
     return hits
+
+
+def _hit(row: Any, sources: dict[uuid.UUID, list[Source]]) -> Hit:
+    p: Pattern = row.Pattern
+    return Hit(
+        id=p.id, project=str(row.name), type=p.type, title=p.title,
+        description=str(p.content.get("description") or ""),
+        score=round(max(0.0, min(1.0, 1.0 - float(row.d) / 2)), 4),
+        validation_count=p.validation_count, pattern_strength=p.pattern_strength,
+        validation_status=p.validation_status, usage_count=p.usage_count + 1,
+        sources=sources.get(p.id, []),
+    )  # fmt: skip
 
 
 def sources_of(session: Session, pattern_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Source]]:

@@ -53,4 +53,7 @@ def record_usage(
         .correlate(Pattern)
         .scalar_subquery()
     )
-    session.execute(update(Pattern).where(Pattern.id.in_(ids)).values(usage_count=counted))
+    session.execute(
+        update(Pattern).where(Pattern.id.in_(ids)).values(usage_count=counted),
+        execution_options={"synchronize_session": False},
+    )

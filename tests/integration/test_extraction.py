@@ -115,7 +115,7 @@ def test_prompt_too_long_fails_alone_and_batch_goes_on(
     assert len(result.extracted) >= 1
 
 
-def test_embeddings_are_normalised_and_recurrences_confirm_once(
+def test_embeddings_are_normalised_and_twins_merge_once_into_the_older(
     db: Database, embedder: object, model_settings: Settings
 ) -> None:
     with db.session(ALL_PROJECTS) as s:
@@ -146,18 +146,20 @@ def test_embeddings_are_normalised_and_recurrences_confirm_once(
         s.add_all(patterns)
         s.flush()
         pids = [p.id for p in patterns]
-    # Embed the newer pattern first: the pair is still recorded once, on the older pattern.
+    # Embed the newer pattern first: the pair still merges once, into the older pattern.
     r1 = embed_patterns(db=db, embedder=embedder, settings=model_settings, pattern_ids=[pids[1]])  # type: ignore[arg-type]
     r2 = embed_patterns(db=db, embedder=embedder, settings=model_settings, pattern_ids=pids)  # type: ignore[arg-type]
     r3 = embed_patterns(db=db, embedder=embedder, settings=model_settings, pattern_ids=pids)  # type: ignore[arg-type]
     assert (r1.embedded, r2.embedded, r3.embedded) == (1, 2, 0)
+    assert (r1.merged, r2.merged, r3.merged) == (0, 1, 0)
     with db.session(ALL_PROJECTS) as s:
         vectors = s.scalars(select(Pattern.embedding).order_by(Pattern.title)).all()
         assert all(np.isclose(np.linalg.norm(np.asarray(v)), 1.0, atol=1e-3) for v in vectors)
         validations = s.execute(
             select(PatternValidation.pattern_id, PatternValidation.validating_pattern_id)
         ).all()
-        confirmed = s.get(Pattern, pids[0])
+        confirmed, merged = s.get(Pattern, pids[0]), s.get(Pattern, pids[1])
     assert validations == [(pids[0], pids[1])]
-    assert confirmed is not None and confirmed.validation_count == 1
-    assert confirmed.validation_status == "validated"
+    assert confirmed is not None and confirmed.validation_count == 1 and confirmed.is_active
+    assert confirmed.validation_status == "pending"  # validated from 2 confirmations
+    assert merged is not None and not merged.is_active and merged.superseded_by == pids[0]

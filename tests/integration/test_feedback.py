@@ -41,6 +41,9 @@ EARLIER = [
     ("Use a connection pool per worker process", "Pools avoid reconnecting for each task."),
 ]
 NEW = [("Back off exponentially when the broker connection drops", "Retry Redis reconnects.")]
+#: The closed pull request's pattern: the same idea in other words (one active pattern per
+#: normalised title and type is the store's rule).
+NEW_LATER = [("Exponential backoff for dropped broker connections", "Retry Redis reconnects.")]
 
 
 @dataclass
@@ -125,7 +128,7 @@ def scene(db: Database, embedder: Any) -> dict[str, int]:
         with db.session(ALL_PROJECTS) as s:
             result = store(s, [normalize_delivery("pull_request", f"d-{name}", payload)])
         ids[name] = result.interaction_ids[0]
-        _add_patterns(db, embedder, ids[name], NEW)
+        _add_patterns(db, embedder, ids[name], NEW if name == "opened" else NEW_LATER)
     ids["number"] = opened["pull_request"]["number"]
     return ids
 
