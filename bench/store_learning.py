@@ -68,10 +68,15 @@ def curve(window: int = 50) -> dict[str, Any]:
     }
 
 
-def pairs(bins: list[float], samples: int = 6, seed: int = 0) -> dict[str, Any]:
-    """Nearest same-project, same-type neighbour of every embedded pattern (from another
-    interaction), bucketed by cosine distance, with sample pairs per bucket."""
+def pairs(
+    bins: list[float], samples: int = 6, seed: int = 0, mergeable: bool = False
+) -> dict[str, Any]:
+    """Nearest same-project, same-type neighbour of every embedded, active pattern (from another
+    interaction), bucketed by cosine distance, with sample pairs per bucket (``samples`` 0: all).
+    ``mergeable``: only pairs whose titles name the same identifiers (the others never merge on
+    distance: :func:`pipeline.store.lifecycle.may_merge_by_embedding`)."""
     from pipeline.db.engine import ALL_PROJECTS
+    from pipeline.store.lifecycle import may_merge_by_embedding
 
     db = _db()
     with db.session(ALL_PROJECTS) as s:
@@ -80,19 +85,21 @@ def pairs(bins: list[float], samples: int = 6, seed: int = 0) -> dict[str, Any]:
                 "SELECT p.title, p.type, near.title AS other, near.d FROM patterns p "
                 "CROSS JOIN LATERAL (SELECT q.title, p.embedding <=> q.embedding AS d "
                 "  FROM patterns q WHERE q.project_id = p.project_id AND q.type = p.type "
-                "  AND q.id <> p.id AND q.embedding IS NOT NULL "
+                "  AND q.id <> p.id AND q.embedding IS NOT NULL AND q.is_active "
                 "  AND q.source_interaction_id IS DISTINCT FROM p.source_interaction_id "
                 "  ORDER BY p.embedding <=> q.embedding LIMIT 1) near "
-                "WHERE p.embedding IS NOT NULL"
+                "WHERE p.embedding IS NOT NULL AND p.is_active"
             )
         ).all()
     db.dispose()
+    if mergeable:
+        rows = [r for r in rows if may_merge_by_embedding(r.title, r.other)]
     rng = random.Random(seed)
     edges = [0.0, *bins, 2.0]
     buckets = []
     for low, high in itertools.pairwise(edges):
         inside = [r for r in rows if low <= float(r.d) < high]
-        shown = rng.sample(inside, min(samples, len(inside)))
+        shown = rng.sample(inside, min(samples, len(inside))) if samples else inside
         buckets.append({
             "distance": f"[{low:.2f}, {high:.2f})", "patterns": len(inside),
             "samples": [f"{r.d:.3f} {r.type}: {r.title!r} ~ {r.other!r}" for r in shown],
@@ -106,11 +113,12 @@ def main() -> None:
     parser.add_argument("--bins", default="0.05,0.10,0.15,0.20,0.25,0.30,0.40")
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--mergeable", action="store_true", help="Only guard-passing pairs.")
     args = parser.parse_args()
     if args.report == "curve":
         out = curve(args.window)
     else:
-        out = pairs([float(b) for b in args.bins.split(",")], args.samples)
+        out = pairs([float(b) for b in args.bins.split(",")], args.samples, 0, args.mergeable)
     print(json.dumps(out, indent=2))
 
 

@@ -29,6 +29,7 @@ from sse_starlette import EventSourceResponse
 
 from pipeline.api.deps import DB, Caller, State, call
 from pipeline.api.store import own_project
+from pipeline.errors import DatabaseUnavailableError
 from pipeline.store.events import events_after, last_event_id
 
 log = structlog.get_logger(__name__)
@@ -77,7 +78,12 @@ async def _stream(
     with feed.subscribe(project_id) if feed else contextlib.nullcontext(asyncio.Event()) as wake:
         while not await request.is_disconnected():
             wake.clear()  # before reading: a notification during the read wakes the next wait
-            events = await call(events_after, db, project_id, after, PAGE)
+            try:
+                events = await call(events_after, db, project_id, after, PAGE)
+            except DatabaseUnavailableError as exc:
+                # End the stream; the client reconnects with Last-Event-ID and loses nothing.
+                log.warning("feed_stream_ended", project=str(project_id), error=str(exc))
+                return
             for event in events:
                 after = event.id
                 yield {"id": str(event.id), "event": event.event_type,

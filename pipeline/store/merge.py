@@ -84,7 +84,7 @@ def embedding_twin(session: Session, pattern_id: uuid.UUID, max_distance: float)
             Pattern.created_at,
             Pattern.source_interaction_id,
             distance.label("d"),
-        )  # fmt: skip
+        )
         .where(
             Pattern.project_id == me.project_id,
             Pattern.type == me.type,

@@ -19,7 +19,8 @@ from pipeline.intake.store import store
 from pipeline.settings import Settings, get_settings
 from pipeline.store.embed import embed_patterns
 
-pytestmark = pytest.mark.integration
+#: The commands configure logging onto CliRunner's stderr, which closes after each call.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("restore_logging")]
 
 
 def _cli(args: list[str], database_url: str) -> Any:

@@ -155,32 +155,41 @@ def test_the_application_role_without_a_project_sees_no_rows(
         engine.dispose()
 
 
-def _listen(
-    base_url: str, path: str, headers: dict[str, str], events: queue.Queue[Any],
-    ready: threading.Event, stop: threading.Event,
-) -> None:  # fmt: skip
-    """Read a server-sent event stream into ``events`` as ``(id, type, data)`` until stopped."""
-    timeout = httpx.Timeout(30, read=None)
-    with (
-        httpx.Client(base_url=base_url, timeout=timeout) as client,
-        client.stream("GET", path, headers=headers) as resp,
-    ):
-        ready.set()
-        current: dict[str, str] = {}
-        for line in resp.iter_lines():
-            if stop.is_set():
-                return
-            if not line:
-                if "event" in current:
-                    events.put((int(current["id"]), current["event"], json.loads(current["data"])))
-                current = {}
-                continue
-            field, _, value = line.partition(":")
-            current[field] = value.strip()
+class _Listener:
+    """Reads a server-sent event stream in a thread into ``events`` as ``(id, type, data)``;
+    :meth:`close` ends the connection (so the server can stop) and the thread."""
 
+    def __init__(self, base_url: str, path: str, headers: dict[str, str]) -> None:
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.ready = threading.Event()
+        self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(30, read=None))
+        self._thread = threading.Thread(target=self._run, args=(path, headers), daemon=True)
+        self._thread.start()
+        assert self.ready.wait(10), "the stream did not start"
 
-def _next(events: queue.Queue[Any], timeout: float) -> Any:
-    return events.get(timeout=timeout)
+    def _run(self, path: str, headers: dict[str, str]) -> None:
+        try:
+            with self._client.stream("GET", path, headers=headers) as resp:
+                self.ready.set()
+                current: dict[str, str] = {}
+                for line in resp.iter_lines():
+                    if not line:
+                        if "event" in current:
+                            data = json.loads(current["data"])
+                            self.events.put((int(current["id"]), current["event"], data))
+                        current = {}
+                        continue
+                    field, _, value = line.partition(":")
+                    current[field] = value.strip()
+        except (httpx.HTTPError, RuntimeError):  # closed from the test's side
+            return
+
+    def next(self, timeout: float) -> Any:
+        return self.events.get(timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+        self._thread.join(timeout=10)
 
 
 def test_the_live_feed_delivers_within_a_second_and_resumes_after_an_id(
@@ -189,34 +198,30 @@ def test_the_live_feed_delivers_within_a_second_and_resumes_after_an_id(
     client, world = served
     auth, mine = _auth(world, A), world[f"id:{A}"]
     base, path = str(client.base_url), f"/v1/projects/{mine}/events"
-    events: queue.Queue[Any] = queue.Queue()
-    ready, stop = threading.Event(), threading.Event()
-    listener = threading.Thread(target=_listen, args=(base, path, auth, events, ready, stop),
-                                daemon=True)  # fmt: skip
-    listener.start()
-    assert ready.wait(10)
-    time.sleep(0.3)  # the stream has read where it starts
-    posted = time.monotonic()
-    first = client.post("/v1/interactions", headers=auth, json={"content": "first live one"})
-    assert first.status_code == 202
-    event_id, kind, data = _next(events, timeout=5)
-    assert time.monotonic() - posted < 1.0, "interaction.received took over a second"
-    assert (
-        kind == "interaction.received" and data["payload"]["interaction_id"] == first.json()["id"]
-    )
-    # B's activity never reaches A's stream.
-    client.post("/v1/interactions", headers=_auth(world, B), json={"content": "B's news"})
-    second = client.post("/v1/interactions", headers=auth, json={"content": "second live one"})
-    next_id, _, data = _next(events, timeout=5)
-    assert data["payload"]["interaction_id"] == second.json()["id"] and next_id > event_id
-    stop.set()
+    live = _Listener(base, path, auth)
+    try:
+        time.sleep(0.3)  # the stream has read where it starts
+        posted = time.monotonic()
+        first = client.post("/v1/interactions", headers=auth, json={"content": "first live one"})
+        assert first.status_code == 202
+        event_id, kind, data = live.next(timeout=5)
+        assert time.monotonic() - posted < 1.0, "interaction.received took over a second"
+        assert kind == "interaction.received"
+        assert data["payload"]["interaction_id"] == first.json()["id"]
+        # B's activity never reaches A's stream.
+        client.post("/v1/interactions", headers=_auth(world, B), json={"content": "B's news"})
+        second = client.post("/v1/interactions", headers=auth, json={"content": "second one"})
+        next_id, _, data = live.next(timeout=5)
+        assert data["payload"]["interaction_id"] == second.json()["id"] and next_id > event_id
+    finally:
+        live.close()
     # Resume after the first event: the second comes again, then what happened meanwhile.
     third = client.post("/v1/interactions", headers=auth, json={"content": "third, offline"})
-    resumed: queue.Queue[Any] = queue.Queue()
-    ready2 = threading.Event()
-    threading.Thread(target=_listen, daemon=True, args=(
-        base, path, {**auth, "Last-Event-ID": str(event_id)}, resumed, ready2, threading.Event(),
-    )).start()  # fmt: skip
-    got = [_next(resumed, timeout=5)[2]["payload"]["interaction_id"] for _ in range(2)]
-    assert got == [second.json()["id"], third.json()["id"]]
-    assert resumed.empty()
+    resumed = _Listener(base, path, {**auth, "Last-Event-ID": str(event_id)})
+    try:
+        got = [resumed.next(timeout=5)[2]["payload"]["interaction_id"] for _ in range(2)]
+        assert got == [second.json()["id"], third.json()["id"]]
+        time.sleep(0.5)
+        assert resumed.events.empty()
+    finally:
+        resumed.close()

@@ -109,3 +109,32 @@ def test_the_feed_wakes_only_the_named_projects_readers() -> None:
             return wake_a.is_set(), wake_b.is_set()
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_sessions_connect_as_the_application_role(clean_env: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr
+    from sqlalchemy import make_url
+
+    from pipeline.db.engine import ALL_PROJECTS, ProjectScope, app_url, scope_parameters
+    from pipeline.settings import Settings
+
+    embedded = "postgresql+psycopg://postgres:@/postgres?host=/tmp/pg"
+    # Embedded: the same server, as patterns_app (it trusts local connections).
+    joined = make_url(app_url(Settings(), embedded))
+    assert (joined.username, joined.database, joined.query["host"]) == (
+        "patterns_app", "postgres", "/tmp/pg",
+    )  # fmt: skip
+    # External with a login of the role: that URL.
+    login = Settings(
+        database_url="postgresql://owner:pw@db/patterns",
+        app_database_url=SecretStr("postgresql://patterns_app:s3@db/patterns"),
+    )
+    assert app_url(login, "x") == "postgresql+psycopg://patterns_app:s3@db/patterns"
+    # External with one URL: the owner's, which switches role per transaction.
+    owner = "postgresql+psycopg://owner:pw@db/patterns"
+    assert app_url(Settings(database_url="postgresql://owner:pw@db/patterns"), owner) == owner
+    project = uuid.uuid4()
+    assert scope_parameters(ProjectScope(project)) == {
+        "role": "patterns_app", "project": str(project), "all": "off"
+    }  # fmt: skip
+    assert scope_parameters(ALL_PROJECTS) == {"role": "patterns_app", "project": "", "all": "on"}
