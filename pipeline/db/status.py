@@ -71,9 +71,11 @@ class ValidationStatus(StrEnum):
 class ValidationType(StrEnum):
     """Where a piece of evidence comes from (``pattern_validations.validation_type``): ``merge``,
     a later interaction extracted the same idea (same normalised title and type, or within the
-    merge distance); ``review``, a person; ``cross_check``, another model."""
+    merge distance); ``conflict``, a later interaction's pattern ``conflicts_with`` it (a
+    contradiction); ``review``, a person; ``cross_check``, another model."""
 
     MERGE = "merge"
+    CONFLICT = "conflict"
     REVIEW = "review"
     CROSS_CHECK = "cross_check"
 

@@ -22,8 +22,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from pipeline.db.engine import ALL_PROJECTS, Database
-from pipeline.db.models import Interaction, Pattern, PatternRelationship
-from pipeline.db.status import WAITING_STATUSES, EventType, ExtractionMethod, InteractionStatus
+from pipeline.db.models import Interaction, Pattern, PatternRelationship, PatternValidation
+from pipeline.db.status import (
+    WAITING_STATUSES,
+    EventType,
+    ExtractionMethod,
+    InteractionStatus,
+    ValidationResult,
+    ValidationType,
+)
 from pipeline.extract.relationships import (
     ResolvedRelationship,
     project_titles,
@@ -33,7 +40,7 @@ from pipeline.extract.schemas import ExtractionResult
 from pipeline.settings import Settings
 from pipeline.store.events import NewEvent, record
 from pipeline.store.lifecycle import pattern_strength
-from pipeline.store.merge import accumulate_edge, merge_into, title_twin
+from pipeline.store.merge import accumulate_edge, merge_into, refresh, status_events, title_twin
 from pipeline.text import normalize_title
 
 log = structlog.get_logger(__name__)
@@ -124,6 +131,7 @@ def write_one(session: Session, work: Work, source: Provenance, out: ExtractionB
     )
     out.relationships += _insert_relationships(session, inter, resolved, source)
     events += _supersede(session, inter, resolved)
+    events += _contradict(session, inter, resolved, set(local.values()), source.settings)
     out.unresolved_relationships += len(unresolved)
     record(session, events)
     _mark_extracted(session, inter.id, source.extraction_key, [r for _, r in unresolved])
@@ -250,6 +258,44 @@ def _supersede(
         payload = {"superseded_by": str(newer.id), "title": older.title}
         events.append(NewEvent(inter.project_id, EventType.PATTERN_SUPERSEDED, payload, older.id))
     session.flush()
+    return events
+
+
+def _contradict(
+    session: Session,
+    inter: Interaction,
+    resolved: Sequence[ResolvedRelationship],
+    own: set[uuid.UUID],
+    settings: Settings,
+) -> list[NewEvent]:
+    """A ``conflicts_with`` edge from this interaction's pattern to an earlier active pattern of
+    the project (not one this interaction stands for) is evidence against the earlier one: it
+    gains a ``contradicted`` validation of type ``conflict`` (once per conflicting pattern), and
+    its counts, strength and status are recomputed (:func:`pipeline.store.merge.refresh`), so
+    enough conflicts turn it ``contradicted``. Returns the status events."""
+    events: list[NewEvent] = []
+    for r in resolved:
+        if r.relationship.type != "conflicts_with" or r.target_id in own:
+            continue
+        target = session.get(Pattern, r.target_id, with_for_update=True)
+        if target is None or not target.is_active:
+            continue
+        added = session.scalar(
+            insert(PatternValidation)
+            .values(
+                project_id=inter.project_id, pattern_id=target.id,
+                validating_pattern_id=r.source_id, validator="conflict-edge",
+                validation_type=ValidationType.CONFLICT.value,
+                result=ValidationResult.CONTRADICTED.value,
+                confidence=r.relationship.confidence, interaction_id=inter.id,
+                evidence={"source_title": r.relationship.source, "target_title": target.title},
+            )
+            .on_conflict_do_nothing(constraint="uq_pattern_validations_pair")
+            .returning(PatternValidation.id)
+        )  # fmt: skip
+        if added is not None:
+            before, after = refresh(session, target.id, settings)
+            events += status_events(inter.project_id, target.id, before, after)
     return events
 
 

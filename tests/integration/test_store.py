@@ -160,6 +160,48 @@ def test_a_supersedes_edge_retires_the_older_pattern(db: Database) -> None:
     assert "pattern.superseded" in _events(db)
 
 
+def test_conflicting_patterns_contradict_the_earlier_one(db: Database) -> None:
+    """A later pattern that ``conflicts_with`` an earlier one is evidence against it: a
+    confirmed pattern keeps its status after one conflict but loses strength; a pattern seen
+    once turns ``contradicted`` at the first conflict (share 1/2 >= 0.5). A repeated conflict from
+    the same pattern counts once."""
+    settings = _settings(validation_min_confirmations=2, contradiction_share=0.5)
+    ids = _interactions(db, ["PR a", "PR b", "PR c", "PR d", "PR e"])
+    lone, rival = "Pin the broker client version", "Track the newest broker client"
+    llm = ReplayLLM({
+        "PR a": {"patterns": [pattern(RETRY), pattern(lone, "best_practice")],
+                 "relationships": []},
+        "PR b": {"patterns": [pattern(RETRY)], "relationships": []},
+        "PR c": {"patterns": [pattern(RETRY)], "relationships": []},
+        "PR d": {"patterns": [pattern("Fail fast when the broker is gone"),
+                              pattern(rival, "best_practice")],
+                 "relationships": [edge("Fail fast when the broker is gone", RETRY,
+                                        "conflicts_with"),
+                                   edge(rival, lone, "conflicts_with")]},
+        "PR e": {"patterns": [pattern(rival, "best_practice")],
+                 "relationships": [edge(rival, lone, "conflicts_with")]},
+    })  # fmt: skip
+    for i in ids:
+        _extract(db, llm, [i], settings)
+    rows = {p.title: p for p in _patterns(db) if p.is_active}
+    retry, pinned = rows[RETRY], rows[lone]
+    assert (retry.validation_count, retry.contradiction_count) == (2, 1)
+    assert retry.validation_status == "validated"
+    assert retry.pattern_strength == pytest.approx(pattern_strength(2, 1))
+    assert retry.pattern_strength < pattern_strength(2, 0)
+    # PR e's rival merged into PR d's: one conflicting pattern, one contradiction.
+    assert (pinned.contradiction_count, pinned.validation_status) == (1, "contradicted")
+    assert pinned.pattern_strength == pytest.approx(pattern_strength(0, 1))
+    with db.session(ALL_PROJECTS) as s:
+        kinds = s.scalars(
+            select(PatternValidation.validation_type).where(
+                PatternValidation.result == "contradicted"
+            )
+        ).all()
+    assert sorted(kinds) == ["conflict", "conflict"]
+    assert _events(db).count("pattern.contradicted") == 1
+
+
 def test_search_hits_are_recorded_as_usage(db: Database, embedder: Any) -> None:
     settings = _settings()
     ids = _interactions(db, ["PR x"])
