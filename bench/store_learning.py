@@ -9,8 +9,9 @@ database is ``DATABASE_URL``, else the embedded one in ``PATTERNS_DATA_DIR``):
 - ``pairs``: for every pattern, its nearest pattern of the same project and type from another
   interaction (cosine distance, exact scan), bucketed by distance, with sample pairs per bucket to
   judge by eye whether they are one idea: how the merge threshold was chosen
-  (``PATTERNS_MERGE_MAX_DISTANCE``; run the pipeline with it at 0 first, so that no pair is merged
-  away by embedding).
+  (``PATTERNS_MERGE_MAX_DISTANCE``). Every sighting counts, merged ones included (a merged
+  pattern keeps its row and embedding), and pairs with equal normalised titles are left out (those
+  merge by title, whatever their distance): so one run with merges on serves both reports.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ def curve(window: int = 50) -> dict[str, Any]:
 def pairs(
     bins: list[float], samples: int = 6, seed: int = 0, mergeable: bool = False
 ) -> dict[str, Any]:
-    """Nearest same-project, same-type neighbour of every embedded, active pattern (from another
-    interaction), bucketed by cosine distance, with sample pairs per bucket (``samples`` 0: all).
-    ``mergeable``: only pairs whose titles name the same identifiers (the others never merge on
-    distance: :func:`pipeline.store.lifecycle.may_merge_by_embedding`)."""
+    """Nearest same-project, same-type neighbour of every embedded sighting (active or merged),
+    from another interaction and with another normalised title, bucketed by cosine distance,
+    with sample pairs per bucket (``samples`` 0: all). ``mergeable``: only pairs whose titles
+    name the same identifiers (the others never merge on distance:
+    :func:`pipeline.store.lifecycle.may_merge_by_embedding`)."""
     from pipeline.db.engine import ALL_PROJECTS
     from pipeline.store.lifecycle import may_merge_by_embedding
 
@@ -85,10 +87,11 @@ def pairs(
                 "SELECT p.title, p.type, near.title AS other, near.d FROM patterns p "
                 "CROSS JOIN LATERAL (SELECT q.title, p.embedding <=> q.embedding AS d "
                 "  FROM patterns q WHERE q.project_id = p.project_id AND q.type = p.type "
-                "  AND q.id <> p.id AND q.embedding IS NOT NULL AND q.is_active "
+                "  AND q.id <> p.id AND q.embedding IS NOT NULL "
+                "  AND q.normalized_title <> p.normalized_title "
                 "  AND q.source_interaction_id IS DISTINCT FROM p.source_interaction_id "
                 "  ORDER BY p.embedding <=> q.embedding LIMIT 1) near "
-                "WHERE p.embedding IS NOT NULL AND p.is_active"
+                "WHERE p.embedding IS NOT NULL"
             )
         ).all()
     db.dispose()

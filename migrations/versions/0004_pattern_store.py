@@ -186,12 +186,8 @@ def downgrade() -> None:
             "USING (project_id::text = current_setting('app.current_project', true)) "
             "WITH CHECK (project_id::text = current_setting('app.current_project', true))"
         )
-    op.execute(
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {APP_ROLE}"
-    )
-    op.execute(
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {APP_ROLE}"
-    )
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {APP_ROLE}")
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {APP_ROLE}")
     op.execute(f"ALTER ROLE {APP_ROLE} NOLOGIN")
     op.execute("DROP TRIGGER IF EXISTS pattern_events_notify ON pattern_events")
     op.execute("DROP FUNCTION IF EXISTS notify_pattern_events()")
