@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
@@ -99,7 +100,17 @@ class Settings(BaseSettings):
         description="Per-user folder for the embedded database and converted models.",
     )
 
-    # --- local extraction (vLLM) -------------------------------------------------------------
+    # --- local extraction (vLLM in process, or an OpenAI-compatible server) ------------------
+    local_engine: Literal["vllm", "openai"] = Field(
+        default="vllm",
+        description="'vllm': vLLM in this process; 'openai': an OpenAI-compatible server "
+        "(vllm serve, Ollama, llama.cpp) at openai_base_url, no model loaded here.",
+    )
+    openai_base_url: str = "http://127.0.0.1:8001/v1"
+    openai_model: str | None = Field(default=None, description="The server's model name.")
+    openai_api_key: SecretStr | None = None
+    openai_timeout_s: float = Field(default=300.0, gt=0, description="Per request, seconds.")
+    openai_max_retries: int = Field(default=2, ge=0, description="The SDK's retries (backoff).")
     extract_model: str | None = Field(
         default=None,
         description="Local model folder or hub name for vLLM. Unset: SmolLM2-135M-Instruct "

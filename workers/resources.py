@@ -57,12 +57,13 @@ class Resources:
             return self._db
 
     def engine(self) -> StructuredLLM:
-        """The local extraction engine (vLLM), loaded on first use."""
+        """The local extraction engine (``PATTERNS_LOCAL_ENGINE``: vLLM in process, or an
+        OpenAI-compatible server), built on first use."""
         with self._lock:
             if self._engine is None:
-                from pipeline.llm.vllm_engine import VLLMEngine
+                from pipeline.llm.local import local_engine
 
-                self._engine = VLLMEngine.from_settings(self.settings)
+                self._engine = local_engine(self.settings)
                 self._owned.add("engine")
             return self._engine
 

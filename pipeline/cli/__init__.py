@@ -3,7 +3,8 @@
 ``run`` processes files to completion and ``ingest`` only stores and enqueues them
 (:mod:`.run`); ``worker``, ``beat``, ``serve`` and ``flower`` run services (:mod:`.services`,
 :mod:`.flower`); ``stats``, ``db upgrade`` and ``apikey`` work on the database (:mod:`.data`);
-``costs``, ``report`` and ``errors`` report and review. Each command builds the settings once
+``costs``, ``report`` and ``errors`` report and review; ``model path`` prints the local
+model's folder (:mod:`.model`). Each command builds the settings once
 (:func:`.common.start`) and passes them down.
 
 The console script is ``workers.main:main``: it hands the Celery runtime to :func:`main`, so
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import costs, data, errors, monitor, report, run, search, services
+from pipeline.cli import costs, data, errors, model, monitor, report, run, search, services
 from pipeline.cli.common import Runtime
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("report")(report.report)
 app.add_typer(data.db_app, name="db")
 app.add_typer(data.apikey_app, name="apikey")
 app.add_typer(errors.errors_app, name="errors")
+app.add_typer(model.model_app, name="model")
 
 
 def main(runtime: Runtime | None = None) -> None:

@@ -44,18 +44,18 @@ def process(
     """Run one batch now, in this process (the same function beat runs every 10 minutes)."""
     settings = start(json_logs=True)
     from pipeline.errorfix.batch import process_batch
-    from pipeline.llm.vllm_engine import VLLMEngine
+    from pipeline.llm.local import local_engine
     from pipeline.store.embedder import SentenceTransformerEmbedder
 
     with open_db(settings) as db:
-        engine = VLLMEngine.from_settings(settings)
+        engine = local_engine(settings)
         try:
             summary = process_batch(
                 db=db, engine=engine, embedder=SentenceTransformerEmbedder.from_settings(settings),
                 settings=settings, limit=limit,
             )  # fmt: skip
         finally:
-            engine.close()
+            getattr(engine, "close", lambda: None)()
     for error_id, reason in sorted(summary.failures.items()):
         err.print(f"[yellow]failed[/yellow] error {error_id}: {reason}")
     line = json.dumps(summary.as_dict(), sort_keys=True)
