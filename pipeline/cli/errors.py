@@ -55,7 +55,7 @@ def process(
                 settings=settings, limit=limit,
             )  # fmt: skip
         finally:
-            getattr(engine, "close", lambda: None)()
+            engine.close()
     for error_id, reason in sorted(summary.failures.items()):
         err.print(f"[yellow]failed[/yellow] error {error_id}: {reason}")
     line = json.dumps(summary.as_dict(), sort_keys=True)

@@ -273,7 +273,7 @@ def _contradict(
     gains a ``contradicted`` validation of type ``conflict`` (once per conflicting pattern), and
     its counts, strength and status are recomputed (:func:`pipeline.store.merge.refresh`), so
     enough conflicts turn it ``contradicted``. Returns the status events."""
-    events: list[NewEvent] = []
+    contradicted: list[uuid.UUID] = []
     for r in resolved:
         if r.relationship.type != "conflicts_with" or r.target_id in own:
             continue
@@ -293,9 +293,12 @@ def _contradict(
             .on_conflict_do_nothing(constraint="uq_pattern_validations_pair")
             .returning(PatternValidation.id)
         )  # fmt: skip
-        if added is not None:
-            before, after = refresh(session, target.id, settings)
-            events += status_events(inter.project_id, target.id, before, after)
+        if added is not None and target.id not in contradicted:
+            contradicted.append(target.id)
+    events: list[NewEvent] = []
+    for pattern_id in contradicted:  # once per pattern, however many edges contradict it
+        before, after = refresh(session, pattern_id, settings)
+        events += status_events(inter.project_id, pattern_id, before, after)
     return events
 
 

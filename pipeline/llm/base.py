@@ -66,3 +66,12 @@ class StructuredLLM(Protocol):
             PermanentError: the engine cannot serve these requests at all.
         """
         ...
+
+
+class LocalEngine(StructuredLLM, Protocol):
+    """A local extraction engine (:func:`pipeline.llm.local.local_engine`): one that holds
+    processes or connections until it is closed."""
+
+    def close(self) -> None:
+        """Release what the engine holds (vLLM's processes, HTTP connections)."""
+        ...

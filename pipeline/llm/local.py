@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.llm.base import StructuredLLM
+from pipeline.llm.base import LocalEngine
 from pipeline.settings import Settings
 
 
-def local_engine(settings: Settings) -> StructuredLLM:
+def local_engine(settings: Settings) -> LocalEngine:
     """The engine ``PATTERNS_LOCAL_ENGINE`` names: ``vllm``, in process (the default; loads the
     model and starts vLLM's processes), or ``openai``, an OpenAI-compatible server at
     ``PATTERNS_OPENAI_BASE_URL`` (:class:`pipeline.llm.openai_compat.OpenAICompatEngine`; loads

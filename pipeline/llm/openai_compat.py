@@ -47,9 +47,10 @@ _TRANSIENT = (
 _CONFIGURATION = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 
 
-def _schema(request: GenerationRequest) -> dict[str, Any]:
-    """The ``json_schema`` member of ``response_format``: the request's schema, strict."""
-    return {"name": "output", "schema": request.json_schema, "strict": True}
+def _response_format(request: GenerationRequest) -> Any:
+    """``response_format`` constraining the output to the request's JSON schema, strictly."""
+    schema = {"name": "output", "schema": request.json_schema, "strict": True}
+    return {"type": "json_schema", "json_schema": schema}
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,13 @@ class OpenAICompatEngine:
     def _one(self, request: GenerationRequest) -> Generation | _Transient:
         """Send one request; a transient failure comes back as :class:`_Transient`."""
         extra: dict[str, Any] = {} if request.seed is None else {"seed": request.seed}
-        response_format: Any = {"type": "json_schema", "json_schema": _schema(request)}
         try:
             response = self._client.chat.completions.create(
                 model=self.model_name,
                 messages=request.messages,  # type: ignore[arg-type]
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
-                response_format=response_format,
+                response_format=_response_format(request),
                 **extra,
             )
         except _CONFIGURATION as exc:

@@ -5,15 +5,15 @@ embedded with the real MiniLM model in the embedded Postgres."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, update
+from support.loopback import reply_json, serve
 
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, Pattern, WebhookDelivery
@@ -71,23 +71,14 @@ def github() -> Iterator[Recorder]:
                 if code == 201
                 else {"message": "nope"}
             )
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, code, payload)
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield recorder
-    server.shutdown()
-    server.server_close()
+    with serve(Handler) as url:
+        recorder.url = url
+        yield recorder
 
 
 def _payload(relative: str) -> dict[str, Any]:

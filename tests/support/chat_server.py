@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from support.loopback import reply_json, serve
 
 #: An answer: ``(HTTP status, message content or error text, finish_reason)``.
 Answer = tuple[int, str, str]
@@ -57,13 +59,15 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path != "/v1/chat/completions":
-                self._send(404, {"error": {"message": "no such route", "type": "not_found"}})
+                reply_json(self, 404, {"error": {"message": "no such route", "type": "not_found"}})
                 return
             status, text, finish = server.answer(body)
             if status != 200:
-                self._send(status, {"error": {"message": text, "type": "error", "code": status}})
+                reply_json(
+                    self, status, {"error": {"message": text, "type": "error", "code": status}}
+                )
                 return
-            self._send(200, {
+            reply_json(self, 200, {
                 "id": "chatcmpl-test", "object": "chat.completion", "created": 0,
                 "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": finish,
@@ -72,14 +76,6 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                           "completion_tokens": max(1, len(text) // 4),
                           "total_tokens": 0},
             })  # fmt: skip
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
     return Handler
 
@@ -91,13 +87,5 @@ def chat_server(
     """``with chat_server(script) as (base_url, seen):`` serves on 127.0.0.1 (a free port) in a
     thread; ``base_url`` ends in ``/v1``."""
     state = ChatServer(script, delay_s)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with serve(_handler(state)) as url:
+        yield f"{url}/v1", state
