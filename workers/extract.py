@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from celery import Task
+
 from pipeline.extract.flow import analyze_locally, extract_routed
 from pipeline.queues import TaskName
 from pipeline.types import ClaudeMode
@@ -17,11 +19,15 @@ from workers import resources
 from workers.app import RETRY_POLICY, app
 
 
-@app.task(name=TaskName.EXTRACT.value, **RETRY_POLICY)
+@app.task(name=TaskName.EXTRACT.value, bind=True, **RETRY_POLICY)
 def extract_batch_task(
-    interaction_ids: list[int], route: bool = True, claude_mode: str = ClaudeMode.SYNC.value
+    self: Task,
+    interaction_ids: list[int],
+    route: bool = True,
+    claude_mode: str = ClaudeMode.SYNC.value,
 ) -> dict[str, Any]:
-    """Run :func:`pipeline.extract.flow.extract_routed` on the batch."""
+    """Run :func:`pipeline.extract.flow.extract_routed` on the batch, claimed under a lease
+    held by this task's id (the same id when Celery delivers or retries it again)."""
     res = resources.current()
     summary = extract_routed(
         db=res.db(),
@@ -31,6 +37,7 @@ def extract_batch_task(
         interaction_ids=[int(i) for i in interaction_ids],
         route=bool(route),
         claude_mode=ClaudeMode(claude_mode),
+        lease_owner=f"task:{self.request.id}",
     )
     return dataclasses.asdict(summary)
 

@@ -8,19 +8,26 @@ run`` without Redis) and in tests.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import structlog
 
 from pipeline.db.engine import Database
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import MalformedInputError
 from pipeline.extract.analysis import analyze_batch, mark_analysis_failed
 from pipeline.extract.batch import extract_batch
+from pipeline.extract.claim import claim_batch, release
 from pipeline.extract.write import ExtractionBatchResult, mark_failed
 from pipeline.llm.base import StructuredLLM
 from pipeline.settings import Settings
 from pipeline.spend.placement import mark_analysis_pending, place
 from pipeline.types import ClaudeMode, Strategy, TaskType
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,9 @@ class ExtractSummary:
     patterns: int
     to_claude: int = 0
     deferred: int = 0
+    #: Interactions the task held (its own and those it topped its batch up with).
+    claimed: int = 0
+    topped_up: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,10 +62,57 @@ def extract_routed(
     interaction_ids: Sequence[int],
     route: bool = True,
     claude_mode: ClaudeMode = ClaudeMode.SYNC,
+    lease_owner: str | None = None,
 ) -> ExtractSummary:
-    """The extract task: route the batch (``route=False``: it was routed already, extract all
-    of it here), publish the Claude share, extract the rest on ``engine`` (the local model) in
-    one call per attempt, then hand on what follows (:func:`after_extraction`).
+    """The extract task: claim the batch under a lease held by ``lease_owner`` (the task's id),
+    topped up with other queued interactions when it is short and ``route`` is true
+    (:func:`pipeline.extract.claim.claim_batch`; not when the dispatcher is eager, where every
+    batch is published full), then :func:`extract_claimed`, then release the lease. Without
+    ``lease_owner`` the given interactions are extracted as they are, unclaimed.
+
+    Raises:
+        RetryableError / PermanentError: from the engine or the broker.
+    """
+    extract = functools.partial(
+        extract_claimed, db=db, engine=engine, settings=settings, dispatcher=dispatcher,
+        route=route, claude_mode=claude_mode,
+    )  # fmt: skip
+    if lease_owner is None:
+        return extract(interaction_ids=interaction_ids)
+    ids = claim_batch(
+        db,
+        lease_owner,
+        interaction_ids,
+        batch_size=settings.extract_batch_size,
+        linger_s=settings.extract_linger_s,
+        lease_s=settings.extract_lease_s,
+        top_up=route and not dispatcher.eager,
+    )
+    if not ids:
+        return ExtractSummary(extracted=0, failed=0, patterns=0)
+    try:
+        summary = extract(interaction_ids=ids)
+    finally:
+        release(db, lease_owner, ids)
+    extra = sorted(set(ids) - {int(i) for i in interaction_ids})
+    if extra:
+        log.info("extract_batch_topped_up", own=len(ids) - len(extra), topped_up=len(extra))
+    return dataclasses.replace(summary, claimed=len(ids), topped_up=len(extra))
+
+
+def extract_claimed(
+    *,
+    db: Database,
+    engine: StructuredLLM,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    interaction_ids: Sequence[int],
+    route: bool = True,
+    claude_mode: ClaudeMode = ClaudeMode.SYNC,
+) -> ExtractSummary:
+    """Extract a batch: route it (``route=False``: it was routed already, extract all of it
+    here), publish the Claude share, extract the rest on ``engine`` (the local model) in one
+    call per attempt, then hand on what follows (:func:`after_extraction`).
 
     Under ``local_fallback``, interactions the local model failed go to Claude while the budget
     admits them (:func:`fallback_to_claude`).

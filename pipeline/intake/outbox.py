@@ -6,7 +6,8 @@ Every interaction is committed before its extract task is published (``received`
 message can still be lost (Redis restarted without persistence, a publish that failed after the
 commit, a message dropped by hand). The sweeper, run every minute by Celery beat, finds
 interactions still ``received``/``queued`` more than ``outbox_stale_after_s`` after their last
-publish (or their creation, when never published) and decides with :func:`sweep_decision`:
+publish (or their creation, when never published), and not held by a live extract lease
+(:mod:`pipeline.extract.claim`), and decides with :func:`sweep_decision`:
 publish again, or after ``outbox_max_attempts`` publishes mark them ``dead`` with the reason.
 
 One sweep at a time: a transaction-level advisory lock (:data:`SWEEP_LOCK_KEY`) makes a second
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction
@@ -183,6 +184,11 @@ def sweep_outbox(*, db: Database, dispatcher: Dispatcher, settings: Settings) ->
             .where(
                 Interaction.status.in_([s.value for s in WAITING_STATUSES]),
                 last_publish < func.now() - dt.timedelta(seconds=settings.outbox_stale_after_s),
+                # Held by a live extract task (pipeline.extract.claim): it is being worked on.
+                or_(
+                    Interaction.lease_expires_at.is_(None),
+                    Interaction.lease_expires_at < func.now(),
+                ),
             )
             .order_by(last_publish, Interaction.id)
             .limit(settings.outbox_sweep_limit)

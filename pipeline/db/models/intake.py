@@ -90,6 +90,10 @@ class Interaction(Base):
     occurred_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Who holds it for extraction (an extract task's id; see pipeline.extract.claim) and until
+    #: when: a lapsed lease is free again.
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
@@ -97,6 +101,11 @@ class Interaction(Base):
         check_in("analysis_status", AnalysisStatus, "interactions_analysis_status_check"),
         Index("ix_interactions_status_updated", "status", "updated_at"),
         Index("ix_interactions_project", "project_id"),
+        Index(
+            "ix_interactions_top_up",
+            "id",
+            postgresql_where=text("status = 'queued' AND complexity IS NULL"),
+        ),
         Index(
             "ix_interactions_analysis_pending",
             "updated_at",
