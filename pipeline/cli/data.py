@@ -21,7 +21,8 @@ apikey_app = typer.Typer(
 def stats(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Row counts of every table, interactions by status and LLM calls by provider."""
+    """Row counts of every table, interactions by status, LLM calls by provider and the
+    response cache's hits and hit rate."""
     settings = start(json_logs=json_out)
     from pipeline.ops.stats import table_counts
 

@@ -19,14 +19,15 @@ def _print(report: Report, console: Console) -> None:
     providers = sorted({p for d in report.daily for p in d.llm_calls})
     daily = Table(title=f"patterns report {report.start} to {report.end} (UTC days)")
     columns = ["day", "created", "extracted", "failed", "patterns",
-               *(f"calls {p}" for p in providers), "cost USD", "Claude spent / cap"]  # fmt: skip
+               *(f"calls {p}" for p in providers), "cache hits", "cost USD",
+               "Claude spent / cap"]  # fmt: skip
     for column in columns:
         daily.add_column(column, justify="left" if column == "day" else "right")
     for d in report.daily:
         daily.add_row(
             str(d.day), str(d.interactions_created), str(d.extracted), str(d.failed),
             str(d.patterns_created), *(str(d.llm_calls.get(p, 0)) for p in providers),
-            str(d.cost_usd), f"{d.claude_spent_usd} / {d.claude_cap_usd}",
+            str(d.cache_hits), str(d.cost_usd), f"{d.claude_spent_usd} / {d.claude_cap_usd}",
         )  # fmt: skip
     console.print(daily)
     console.print(f"total cost {report.total_cost_usd} USD")
@@ -50,6 +51,10 @@ def _print(report: Report, console: Console) -> None:
             reasons.add_row(str(r.count), r.reason)
         console.print(reasons)
 
+    c = report.response_cache
+    rate = "-" if c.hit_rate is None else f"{c.hit_rate:.1%}"
+    console.print(f"response cache: {c.hits} hits, {c.model_calls} model calls, hit rate {rate}")
+
     h = report.queue
     queue = Table(title="queue health (now)", show_header=False)
     for status, n in h.by_status.items():
@@ -72,7 +77,8 @@ def report(
     ] = None,
 ) -> None:
     """Cost, quality and queue health over the last DAYS UTC days: interactions, patterns, LLM
-    calls and dollars per day, the Claude budget, failure reasons and the outbox now."""
+    calls, response cache hits and dollars per day, the Claude budget, the cache's hit rate,
+    failure reasons and the outbox now."""
     from pipeline.ops.report import build_report, write_chart
 
     settings = start(json_logs=json_out)

@@ -7,7 +7,8 @@ from it. The answer (:class:`StrategicAnalysis`, structured output) becomes rows
 ``recommendations``, each linked to the patterns whose titles it names. Like extraction: one
 batched engine call per attempt, one retry on a bad output, then ``failed`` with the reason;
 writes under a row lock only while the analysis is still pending, so a task that runs twice
-stores one set of recommendations.
+stores one set of recommendations. Like extraction, a request the exact response cache
+(:mod:`pipeline.extract.cache`) can answer reaches no engine.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall, Pattern, Recommendation
 from pipeline.db.status import AnalysisStatus
 from pipeline.extract.attempts import Attempts, RetryDecision, generate_with_retries, one_retry
+from pipeline.extract.cache import CacheKey, Versions, lookup_outputs, remember
 from pipeline.extract.schemas import validate_output
 from pipeline.llm.base import GenerationRequest, StructuredLLM
 from pipeline.settings import Settings
@@ -42,6 +44,10 @@ _INTERACTIONS = cast(Table, Interaction.__table__)
 
 TASK_TYPE = TaskType.STRATEGIC_ANALYSIS
 MAX_ATTEMPTS = 2
+#: Bump when the prompt's wording or the answer's checks change: part of the response cache key.
+PROMPT_VERSION = "1"
+SCHEMA_VERSION = "1"
+CACHE_VERSIONS = Versions(TASK_TYPE, PROMPT_VERSION, SCHEMA_VERSION)
 
 
 class RecommendationOut(BaseModel):
@@ -110,6 +116,7 @@ class AnalysisBatchResult:
     deferred: dict[int, str] = field(default_factory=dict)
     recommendations: int = 0
     llm_calls: int = 0
+    cache_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,12 @@ def analyze_batch(
     pending = _load_pending(db, interaction_ids)
     if not pending.rows:
         return out
-    attempts = _generate(engine, settings, pending, route_reasons)
-    out.llm_calls = len(attempts.calls)
+    attempts, keys = _generate(db, engine, settings, pending, route_reasons)
+    out.llm_calls, out.cache_hits = attempts.model_calls, len(attempts.hits)
     out.deferred = dict(attempts.deferred)
     with db.session(ALL_PROJECTS) as session:
         session.execute(insert(LLMCall), attempts.calls)
+        remember(session, keys, attempts.accepted)
         _store(session, engine, settings, pending, attempts, out)
     log.info(
         "analyze_batch_done",
@@ -154,6 +162,7 @@ def analyze_batch(
         failed=len(out.failed),
         deferred=len(out.deferred),
         recommendations=out.recommendations,
+        cache_hits=out.cache_hits,
     )
     return out
 
@@ -175,7 +184,9 @@ def _load_pending(db: Database, interaction_ids: Sequence[int]) -> _Pending:
         for iid, pid, title in session.execute(
             select(Pattern.source_interaction_id, Pattern.id, Pattern.title)
             .where(Pattern.source_interaction_id.in_(list(titles)))
-            .order_by(Pattern.created_at, Pattern.id)
+            # Titles in a fixed order (one write shares created_at; ids are random), so the same
+            # patterns make the same prompt and the response cache can answer it.
+            .order_by(Pattern.created_at, Pattern.title, Pattern.id)
         ).all():
             if iid is None:
                 continue
@@ -185,11 +196,14 @@ def _load_pending(db: Database, interaction_ids: Sequence[int]) -> _Pending:
 
 
 def _generate(
+    db: Database,
     engine: StructuredLLM,
     settings: Settings,
     pending: _Pending,
     route_reasons: Mapping[int, str] | None,
-) -> Attempts[StrategicAnalysis]:
+) -> tuple[Attempts[StrategicAnalysis], dict[int, CacheKey]]:
+    """The response cache's answers first, then one batched engine call per attempt over the
+    rest. Returns the attempts and the analyses' cache keys (empty with the cache off)."""
     schema = StrategicAnalysis.model_json_schema()
 
     def request(iid: int, retry: RetryDecision | None) -> GenerationRequest:
@@ -207,7 +221,15 @@ def _generate(
             priority=priority_of(row.metadata_),
         )
 
-    return generate_with_retries(
+    keys, cached = lookup_outputs(
+        db,
+        {iid: request(iid, None) for iid in pending.rows},
+        {iid: row.project_id for iid, row in pending.rows.items()},
+        model=engine.model_name,
+        versions=CACHE_VERSIONS,
+        enabled=settings.response_cache,
+    )
+    attempts = generate_with_retries(
         engine,
         list(pending.rows),
         request=request,
@@ -221,7 +243,9 @@ def _generate(
         ),
         task_type=TASK_TYPE,
         route_reasons=route_reasons,
+        cached=cached,
     )
+    return attempts, keys
 
 
 def _store(

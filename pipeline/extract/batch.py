@@ -8,6 +8,11 @@ and :func:`pipeline.extract.relationships.resolve_relationships` (model titles â
 Idempotency: results are keyed on ``(interaction, prompt version, schema version, model)``
 (:func:`extraction_key`); an interaction is written under a row lock only while it is not yet in a
 terminal status, so a task that runs twice leaves the rows of one run.
+
+Before the first attempt, each interaction's prompt is looked up in the exact response cache
+(:mod:`pipeline.extract.cache`, key: project, model, :data:`PROMPT_VERSION`,
+:data:`SCHEMA_VERSION`, prompt SHA-256): a hit is served with no engine call; every output that
+parsed is cached in the batch's write transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pipeline.db.models import Interaction, LLMCall
 from pipeline.db.status import WAITING_STATUSES, ExtractionMethod
 from pipeline.errors import ModelOutputError
 from pipeline.extract.attempts import Attempts, RetryDecision, generate_with_retries, one_retry
+from pipeline.extract.cache import CacheKey, Versions, lookup_outputs, remember
 from pipeline.extract.prompts import EXAMPLE_TITLES, PROMPT_VERSION, extraction_messages
 from pipeline.extract.schemas import (
     SCHEMA_VERSION,
@@ -41,6 +47,8 @@ from pipeline.types import Provider, TaskType
 log = structlog.get_logger(__name__)
 
 TASK_TYPE = TaskType.PATTERN_EXTRACTION
+#: What a cached extraction output depends on besides its prompt (:mod:`pipeline.extract.cache`).
+CACHE_VERSIONS = Versions(TASK_TYPE, PROMPT_VERSION, SCHEMA_VERSION)
 #: Attempts per interaction: the first, and one retry with a larger token limit.
 MAX_ATTEMPTS = 2
 
@@ -118,7 +126,8 @@ def extract_batch(
     ``local_fallback`` strategy to hand to Claude), and the rest of the batch goes on. An output
     the engine ``deferred`` (budget, provider unavailable) is not retried here: it is listed in
     ``deferred``. Every request is recorded in ``llm_calls``, with ``route_reasons[id]`` as its
-    route reason when given.
+    route reason when given; one answered from the response cache (``settings.response_cache``)
+    reaches no engine and is recorded as a cache hit.
 
     Returns:
         What was extracted, failed and stored; ``pattern_ids`` lists the new patterns to embed.
@@ -138,8 +147,8 @@ def extract_batch(
         ).all()
     if not rows:
         return out
-    attempts = _generate(engine, settings, rows, route_reasons)
-    out.llm_calls = len(attempts.calls)
+    attempts, keys = _generate(db, engine, settings, rows, route_reasons)
+    out.llm_calls, out.cache_hits = attempts.model_calls, len(attempts.hits)
     out.tokens_in, out.tokens_out = attempts.tokens_in, attempts.tokens_out
     out.generate_seconds = attempts.seconds
     source = Provenance(
@@ -150,6 +159,7 @@ def extract_batch(
     )
     with db.session(ALL_PROJECTS) as session:
         session.execute(insert(LLMCall), attempts.calls)
+        remember(session, keys, attempts.accepted)
         lock_projects(session, {row.project_id for row in rows})
         for row in rows:
             result, failure = attempts.results.get(row.id), attempts.failed.get(row.id)
@@ -169,6 +179,7 @@ def extract_batch(
         deferred=len(out.deferred),
         patterns=len(out.pattern_ids),
         relationships=out.relationships,
+        cache_hits=out.cache_hits,
         tokens_out=out.tokens_out,
         seconds=round(out.generate_seconds, 2),
     )
@@ -176,13 +187,15 @@ def extract_batch(
 
 
 def _generate(
+    db: Database,
     engine: StructuredLLM,
     settings: Settings,
     rows: Sequence[Interaction],
     route_reasons: Mapping[int, str] | None,
-) -> Attempts[ExtractionResult]:
-    """One batched engine call per attempt over the interactions (see
-    :func:`~pipeline.extract.attempts.generate_with_retries`)."""
+) -> tuple[Attempts[ExtractionResult], dict[int, CacheKey]]:
+    """The response cache's outputs first, then one batched engine call per attempt over the
+    rest (see :func:`~pipeline.extract.attempts.generate_with_retries`). Returns the attempts and
+    the interactions' cache keys (empty with the cache off)."""
     schema = extraction_json_schema()
     by_id = {r.id: r for r in rows}
 
@@ -201,7 +214,15 @@ def _generate(
             priority=priority_of(interaction.metadata_),
         )
 
-    return generate_with_retries(
+    keys, cached = lookup_outputs(
+        db,
+        {iid: request(iid, None) for iid in by_id},
+        {iid: r.project_id for iid, r in by_id.items()},
+        model=engine.model_name,
+        versions=CACHE_VERSIONS,
+        enabled=settings.response_cache,
+    )
+    attempts = generate_with_retries(
         engine,
         list(by_id),
         request=request,
@@ -209,4 +230,6 @@ def _generate(
         decide=lambda attempt, exc: retry_decision(attempt, exc, settings),
         task_type=TASK_TYPE,
         route_reasons=route_reasons,
+        cached=cached,
     )
+    return attempts, keys

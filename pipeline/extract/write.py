@@ -55,7 +55,8 @@ class ExtractionBatchResult:
 
     ``deferred`` (id → reason) were not done by this engine and are still waiting: the budget
     refused them, Claude stayed unavailable, or (``keep_failures``) the model failed them; the
-    caller routes them elsewhere. ``failed`` ones are terminal."""
+    caller routes them elsewhere. ``failed`` ones are terminal. ``llm_calls`` counts requests
+    that reached the engine; ``cache_hits`` those answered from the response cache."""
 
     extracted: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
@@ -66,6 +67,7 @@ class ExtractionBatchResult:
     deferred: dict[int, str] = field(default_factory=dict)
     merged: int = 0
     llm_calls: int = 0
+    cache_hits: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     generate_seconds: float = 0.0

@@ -139,6 +139,7 @@ def cost_report(session: Session, *, settings: Settings, day: dt.date | None = N
             LLMCall.created_at >= start,
             LLMCall.created_at < end,
             LLMCall.outcome != CallOutcome.DEFERRED,  # never sent: not a call
+            LLMCall.cache_hit.is_(False),  # answered from the response cache: not a call
         )
         .group_by(LLMCall.provider, LLMCall.model)
         .order_by(LLMCall.provider, LLMCall.model)

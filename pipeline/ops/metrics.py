@@ -16,7 +16,12 @@ Metrics (units in the names: ``_usd`` US dollars, ``_seconds`` seconds, ``_token
   (the 20 most frequent reasons, each cut to 120 characters, to bound the label's cardinality).
 - ``patterns_llm_calls_total{provider,model,outcome}``, ``patterns_llm_tokens_total{provider,model,
   kind}`` (kind ``input|output|cache_read|cache_write``), ``patterns_llm_cost_usd_total{provider,
-  model}``: totals over ``llm_calls`` (counters: they only grow while rows are kept).
+  model}``: totals over ``llm_calls`` (counters: they only grow while rows are kept); requests
+  answered from the response cache reached no model and are not in them.
+- ``patterns_response_cache_hits_total{provider,model}``: requests answered from the exact
+  response cache (:mod:`pipeline.extract.cache`) instead of the model;
+  ``patterns_response_cache_hit_ratio{provider,model}``: ``hits / (hits + model calls)``, model
+  calls not counting deferred ones; absent for a model with neither.
 - ``patterns_llm_cache_hit_ratio{provider,model}``: ``cache_read / (tokens_in + cache_read +
   cache_write)``, the share of prompt tokens served from the prompt cache (Anthropic reports the
   three kinds separately: ``input_tokens`` excludes cached tokens); absent for models with no
@@ -41,8 +46,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.db.engine import ALL_PROJECTS, Database
-from pipeline.db.status import InteractionStatus
+from pipeline.db.status import CallOutcome, InteractionStatus
 from pipeline.errors import DatabaseUnavailableError
+from pipeline.ops.stats import cache_hit_rate
 from pipeline.queues import QUEUES
 from pipeline.settings import Settings
 from pipeline.spend.budget import BudgetState, budget_state
@@ -70,6 +76,7 @@ class LLMTotals:
     cache_read: int
     cache_write: int
     cost_usd: Decimal
+    cache_hit: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,14 +123,15 @@ def read_database(db: Database, settings: Settings) -> DatabaseReading:
                 cache_read=int(row[6]),
                 cache_write=int(row[7]),
                 cost_usd=Decimal(row[8]),
+                cache_hit=bool(row[9]),
             )
             for row in session.execute(
                 text(
                     "SELECT provider, model, outcome, count(*), coalesce(sum(tokens_in), 0), "
                     "coalesce(sum(tokens_out), 0), coalesce(sum(cache_read_tokens), 0), "
-                    "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cost_usd), 0) "
-                    "FROM llm_calls GROUP BY provider, model, outcome "
-                    "ORDER BY provider, model, outcome"
+                    "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cost_usd), 0), cache_hit "
+                    "FROM llm_calls GROUP BY provider, model, outcome, cache_hit "
+                    "ORDER BY provider, model, outcome, cache_hit"
                 )
             )
         ]
@@ -227,7 +235,8 @@ class PipelineCollector(Collector):
             failures.add_metric([reason], count)
         yield failures
 
-        yield from _llm_metrics(reading.llm)
+        yield from _llm_metrics([row for row in reading.llm if not row.cache_hit])
+        yield from _response_cache_metrics(reading.llm)
         yield from _budget_metrics(reading.budget)
 
 
@@ -280,6 +289,34 @@ def _llm_metrics(rows: Sequence[LLMTotals]) -> Iterator[Metric]:
     yield calls
     yield tokens
     yield cost
+    yield ratio
+
+
+def _response_cache_metrics(rows: Sequence[LLMTotals]) -> Iterator[Metric]:
+    """Response cache hits and hit ratio per provider and model (see the module docstring)."""
+    pm = ["provider", "model"]
+    hits = CounterMetricFamily(
+        "patterns_response_cache_hits_total",
+        "Requests answered from the exact response cache, with no model call.",
+        labels=pm,
+    )
+    ratio = GaugeMetricFamily(
+        "patterns_response_cache_hit_ratio",
+        "Response cache hits / (hits + model calls), 0 to 1 (deferred requests are not calls).",
+        labels=pm,
+    )
+    counts: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        if row.outcome == CallOutcome.DEFERRED and not row.cache_hit:
+            continue
+        acc = counts.setdefault((row.provider, row.model), [0, 0])
+        acc[0 if row.cache_hit else 1] += row.calls
+    for key, (n_hits, n_calls) in counts.items():
+        hits.add_metric([*key], n_hits)
+        rate = cache_hit_rate(n_hits, n_calls)
+        if rate is not None:
+            ratio.add_metric([*key], rate)
+    yield hits
     yield ratio
 
 

@@ -30,6 +30,7 @@ from pipeline.db.models import (
 )
 from pipeline.db.status import AnalysisStatus, CallOutcome, InteractionStatus
 from pipeline.errors import InvalidValueError
+from pipeline.ops.stats import cache_hit_rate
 from pipeline.settings import Settings
 from pipeline.spend.pricing import USD_QUANTUM
 from pipeline.types import Provider
@@ -48,7 +49,13 @@ class DayStats(BaseModel):
     extracted: int
     failed: int
     patterns_created: int
-    llm_calls: dict[str, int] = Field(description="LLM calls by provider (llm_calls.provider).")
+    llm_calls: dict[str, int] = Field(
+        description="LLM calls that reached a model, by provider (llm_calls.provider); "
+        "deferred requests and response cache hits are not calls."
+    )
+    cache_hits: int = Field(
+        default=0, description="Requests answered from the exact response cache (no model)."
+    )
     cost_usd: Decimal = Field(description="Sum of llm_calls.cost_usd, every provider.")
     claude_spent_usd: Decimal = Field(description="budget_days.spent_usd for Claude, else 0.")
     claude_cap_usd: Decimal = Field(
@@ -92,8 +99,17 @@ class QueueHealth(BaseModel):
     pending_analyses: int = Field(description="Interactions with analysis_status 'pending'.")
 
 
+class ResponseCacheStats(BaseModel):
+    """The exact response cache over the window (``llm_calls`` rows by ``cache_hit``)."""
+
+    hits: int
+    model_calls: int = Field(description="Requests that reached a model (deferred excluded).")
+    hit_rate: float | None = Field(description="hits / (hits + model_calls); null if neither.")
+
+
 class Report(BaseModel):
-    """``patterns report``: the window's days (oldest first), quality and queue health."""
+    """``patterns report``: the window's days (oldest first), quality, the response cache and
+    queue health."""
 
     generated_at: dt.datetime
     days: int
@@ -102,6 +118,7 @@ class Report(BaseModel):
     daily: list[DayStats]
     total_cost_usd: Decimal
     quality: Quality
+    response_cache: ResponseCacheStats
     queue: QueueHealth
 
 
@@ -174,6 +191,7 @@ def build_report(
         daily=daily,
         total_cost_usd=sum((d.cost_usd for d in daily), Decimal(0)).quantize(USD_QUANTUM),
         quality=_quality(session, window, sum(extracted.values()), sum(failed.values())),
+        response_cache=_response_cache(daily),
         queue=_queue_health(session, now),
     )
 
@@ -190,17 +208,21 @@ def _daily(
     patterns = _per_day(session, Pattern.created_at, start, Pattern.created_at < stop)
     call_day = _utc_day(LLMCall.created_at)
     calls: dict[dt.date, dict[str, int]] = {}
+    hits: dict[dt.date, int] = {}
     cost: dict[dt.date, Decimal] = {}
     usd = func.coalesce(func.sum(LLMCall.cost_usd), 0)
-    for d, provider, n, spent in session.execute(
-        select(call_day, LLMCall.provider, func.count(), usd)
+    for d, provider, cache_hit, n, spent in session.execute(
+        select(call_day, LLMCall.provider, LLMCall.cache_hit, func.count(), usd)
         .where(
             LLMCall.created_at >= start,
             LLMCall.created_at < stop,
             LLMCall.outcome != CallOutcome.DEFERRED,  # never sent: not a call
         )
-        .group_by(call_day, LLMCall.provider)
+        .group_by(call_day, LLMCall.provider, LLMCall.cache_hit)
     ).all():
+        if cache_hit:  # answered from the response cache: not a call, no cost
+            hits[d] = hits.get(d, 0) + int(n)
+            continue
         calls.setdefault(d, {})[provider] = int(n)
         cost[d] = cost.get(d, Decimal(0)) + Decimal(spent)
     budget = {
@@ -221,6 +243,7 @@ def _daily(
             failed=failed.get(d, 0),
             patterns_created=patterns.get(d, 0),
             llm_calls=dict(sorted(calls.get(d, {}).items())),
+            cache_hits=hits.get(d, 0),
             cost_usd=cost.get(d, Decimal(0)).quantize(USD_QUANTUM),
             claude_spent_usd=Decimal(budget[d][0] if d in budget else 0).quantize(USD_QUANTUM),
             claude_cap_usd=Decimal(budget[d][1] if d in budget else settings.daily_budget_usd),
@@ -260,6 +283,12 @@ def _quality(session: Session, window: _Window, n_extracted: int, n_failed: int)
         relationships=_count_created(session, PatternRelationship, start, stop),
         recommendations=_count_created(session, Recommendation, start, stop),
     )
+
+
+def _response_cache(daily: list[DayStats]) -> ResponseCacheStats:
+    hits = sum(d.cache_hits for d in daily)
+    calls = sum(n for d in daily for n in d.llm_calls.values())
+    return ResponseCacheStats(hits=hits, model_calls=calls, hit_rate=cache_hit_rate(hits, calls))
 
 
 def _queue_health(session: Session, now: dt.datetime) -> QueueHealth:

@@ -30,9 +30,12 @@ class Outcomes:
     ``patterns_active`` stand on their own and ``merged`` were folded into a twin (an earlier
     sighting of the same idea). ``validations``: recorded by these interactions' patterns.
     ``llm_calls``: provider → calls that reached a model (retries included; calls the budget
-    deferred are not counted). ``cost_usd``: their dollars. ``analyses``: strategic
-    analysis status → n. ``deferred_to_local``: Claude calls the budget or Claude's availability
-    sent back to the local model. ``failure_reasons``: last error → n over failed and dead ones.
+    deferred and requests answered from the response cache are not counted). ``cost_usd``:
+    their dollars. ``cache_hits``: requests answered from the exact response cache
+    (:mod:`pipeline.extract.cache`: extraction and strategic analysis), which reached no model.
+    ``analyses``: strategic analysis status → n. ``deferred_to_local``: Claude calls the budget
+    or Claude's availability sent back to the local model. ``failure_reasons``: last error → n
+    over failed and dead ones.
     """
 
     interactions: int
@@ -51,6 +54,7 @@ class Outcomes:
     analyses: Mapping[str, int] = field(default_factory=dict)
     deferred_to_local: int = 0
     failure_reasons: Mapping[str, int] = field(default_factory=dict)
+    cache_hits: int = 0
 
     def count(self, *statuses: InteractionStatus) -> int:
         """Interactions in any of ``statuses``."""
@@ -95,11 +99,12 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
             .group_by(Interaction.analysis_status)
         ).all()
     )
-    deferred = session.scalar(
-        select(func.count()).where(
-            LLMCall.interaction_id.in_(id_list), LLMCall.outcome == CallOutcome.DEFERRED
-        )
-    )
+    deferred, hits = session.execute(
+        select(
+            func.count().filter(LLMCall.outcome == CallOutcome.DEFERRED),
+            func.count().filter(LLMCall.cache_hit),
+        ).where(LLMCall.interaction_id.in_(id_list))
+    ).one()
     reasons = dict(
         session.execute(
             select(Interaction.last_error, func.count())
@@ -127,12 +132,13 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
         analyses={str(k): int(v) for k, v in analyses.items()},
         deferred_to_local=int(deferred or 0),
         failure_reasons={str(k): int(v) for k, v in reasons.items()},
+        cache_hits=int(hits or 0),
     )
 
 
 def _llm_totals(session: Session, id_list: list[int]) -> tuple[dict[str, int], int, int, float]:
     """Calls per provider, input and output tokens and dollars of the model requests made for
-    the interactions (deferred ones, never sent, left out)."""
+    the interactions (deferred ones, never sent, and cache hits, never sent either, left out)."""
     calls: dict[str, int] = {p.value: 0 for p in Provider}
     tokens_in = tokens_out = 0
     cost = 0.0
@@ -144,7 +150,11 @@ def _llm_totals(session: Session, id_list: list[int]) -> tuple[dict[str, int], i
             func.coalesce(func.sum(LLMCall.tokens_out), 0),
             func.coalesce(func.sum(LLMCall.cost_usd), 0),
         )
-        .where(LLMCall.interaction_id.in_(id_list), LLMCall.outcome != CallOutcome.DEFERRED)
+        .where(
+            LLMCall.interaction_id.in_(id_list),
+            LLMCall.outcome != CallOutcome.DEFERRED,
+            LLMCall.cache_hit.is_(False),
+        )
         .group_by(LLMCall.provider)
     ).all():
         calls[provider] = int(n)
@@ -154,9 +164,17 @@ def _llm_totals(session: Session, id_list: list[int]) -> tuple[dict[str, int], i
     return calls, tokens_in, tokens_out, cost
 
 
+def cache_hit_rate(hits: int, model_calls: int) -> float | None:
+    """The response cache's hit rate: ``hits / (hits + model_calls)``, 0 to 1; ``None`` when
+    there were neither."""
+    total = hits + model_calls
+    return hits / total if total else None
+
+
 def table_counts(session: Session) -> dict[str, Any]:
-    """Row counts of every table, plus interactions by status, active patterns, merges and
-    llm_calls by provider."""
+    """Row counts of every table, plus interactions by status, active patterns, merges,
+    llm_calls that reached a model by provider (deferred and cache hits left out), and the
+    response cache's hits and hit rate (``hits / (hits + model calls)``, null with neither)."""
     counts: dict[str, Any] = {
         table: int(session.scalar(text(f'SELECT count(*) FROM "{table}"')) or 0)
         for table in sorted(Base.metadata.tables)
@@ -179,7 +197,13 @@ def table_counts(session: Session) -> dict[str, Any]:
     counts["llm_calls_by_provider"] = {
         k: int(v)
         for k, v in session.execute(
-            select(LLMCall.provider, func.count()).group_by(LLMCall.provider)
+            select(LLMCall.provider, func.count())
+            .where(LLMCall.cache_hit.is_(False), LLMCall.outcome != CallOutcome.DEFERRED)
+            .group_by(LLMCall.provider)
         ).all()
     }
+    hits = int(session.scalar(select(func.count()).where(LLMCall.cache_hit)) or 0)
+    counts["cache_hits"] = hits
+    calls = sum(counts["llm_calls_by_provider"].values())
+    counts["cache_hit_rate"] = cache_hit_rate(hits, calls)
     return counts

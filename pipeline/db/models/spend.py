@@ -1,5 +1,5 @@
-"""Tables of model spend: every model request (``llm_calls``), the daily budget and its
-reservations."""
+"""Tables of model spend: every model request (``llm_calls``), the exact response cache
+(``llm_response_cache``), the daily budget and its reservations."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -35,6 +37,8 @@ class LLMCall(Base):
 
     For a batched vLLM call there is one row per prompt; ``batch_id`` groups them and
     ``latency_ms`` is the wall time of the whole batched call that carried the prompt.
+    ``cache_hit``: the request was answered from ``llm_response_cache`` and reached no model
+    (``batch_size`` 0, no tokens, no cost, outcome ``ok``): counted as a hit, not as a call.
     """
 
     __tablename__ = "llm_calls"
@@ -57,10 +61,38 @@ class LLMCall(Base):
     route_reason: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)  # CallOutcome
     error: Mapped[str | None] = mapped_column(Text)
+    cache_hit: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
         Index("ix_llm_calls_created", "created_at"),
         Index("ix_llm_calls_interaction", "interaction_id"),
+    )
+
+
+class ResponseCacheEntry(Base):
+    """One accepted model output of the exact response cache (:mod:`pipeline.extract.cache`).
+
+    Keyed on the project, a SHA-256 (hex) of the canonical first-attempt request, the task
+    type, the model and the prompt and schema versions; ``output`` is the text that parsed,
+    ``tokens_in``/``tokens_out`` the counts of the call that produced it. Project-scoped (row-level
+    security): one project's output never serves another.
+    """
+
+    __tablename__ = "llm_response_cache"
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    prompt_sha256: Mapped[str] = mapped_column(Text, primary_key=True)
+    task_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    model: Mapped[str] = mapped_column(Text, primary_key=True)
+    prompt_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    schema_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    output: Mapped[str] = mapped_column(Text)
+    tokens_in: Mapped[int] = mapped_column(Integer, server_default="0")
+    tokens_out: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[dt.datetime] = _created()
+    __table_args__ = (
+        CheckConstraint("prompt_sha256 ~ '^[0-9a-f]{64}$'", name="llm_response_cache_sha256_check"),
     )
 
 
