@@ -9,6 +9,7 @@ through Redis and separate workers ends with the same counts as the in-process r
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,11 +57,35 @@ def pending_analyses(db: Database, interaction_ids: Sequence[int]) -> list[int]:
         )
 
 
-def unfinished(
+@dataclass(frozen=True)
+class StageCounts:
+    """How far a run's interactions have come, read from the database.
+
+    Attributes:
+        interactions: the run's interactions.
+        open_interactions: those not in a terminal status (or, when analyses are counted, with
+            a pending strategic analysis).
+        patterns: patterns extracted from them so far.
+        unembedded: those patterns without an embedding yet.
+    """
+
+    interactions: int
+    open_interactions: int
+    patterns: int
+    unembedded: int
+
+    def report(self, progress: Progress) -> None:
+        """Report the ``extract`` stage (finished interactions of all) and the ``embed`` stage
+        (embedded patterns of those extracted so far; total 0 while there are none)."""
+        progress("extract", self.interactions - self.open_interactions, self.interactions)
+        progress("embed", self.patterns - self.unembedded, self.patterns)
+
+
+def stage_counts(
     db: Database, interaction_ids: Sequence[int], *, analyses: bool = True
-) -> tuple[int, int]:
-    """``(interactions not in a terminal status, or with a pending strategic analysis when
-    ``analyses``; their patterns not yet embedded)``."""
+) -> StageCounts:
+    """Count the given interactions' open ones and their patterns (all, and unembedded);
+    ``analyses``: an interaction with a pending strategic analysis is still open."""
     ids = list(interaction_ids)
     waiting: ColumnElement[bool] = Interaction.status.not_in([s.value for s in TERMINAL_STATUSES])
     if analyses:
@@ -69,12 +94,22 @@ def unfinished(
         open_interactions = session.scalar(
             select(func.count()).where(Interaction.id.in_(ids), waiting)
         )
-        unembedded = session.scalar(
-            select(func.count()).where(
-                Pattern.source_interaction_id.in_(ids), Pattern.embedding.is_(None)
-            )
-        )
-    return int(open_interactions or 0), int(unembedded or 0)
+        patterns, unembedded = session.execute(
+            select(
+                func.count(),
+                func.count().filter(Pattern.embedding.is_(None)),
+            ).where(Pattern.source_interaction_id.in_(ids))
+        ).one()
+    return StageCounts(len(ids), int(open_interactions or 0), int(patterns), int(unembedded))
+
+
+def unfinished(
+    db: Database, interaction_ids: Sequence[int], *, analyses: bool = True
+) -> tuple[int, int]:
+    """``(interactions not in a terminal status, or with a pending strategic analysis when
+    ``analyses``; their patterns not yet embedded)``."""
+    counts = stage_counts(db, interaction_ids, analyses=analyses)
+    return counts.open_interactions, counts.unembedded
 
 
 def wait_until_done(
@@ -82,17 +117,18 @@ def wait_until_done(
     progress: Progress | None = None, analyses: bool = True,
 ) -> None:  # fmt: skip
     """Poll the database until every interaction is terminal, every pattern embedded and (with
-    ``analyses``) no strategic analysis pending.
+    ``analyses``) no strategic analysis pending, reporting the ``extract`` and ``embed`` stages
+    (:meth:`StageCounts.report`) after each poll.
 
     Raises:
         RunTimeout: not done within ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
-    total = len(interaction_ids)
     while True:
-        open_count, unembedded = unfinished(db, interaction_ids, analyses=analyses)
+        counts = stage_counts(db, interaction_ids, analyses=analyses)
         if progress:
-            progress("wait", total - open_count, total)
+            counts.report(progress)
+        open_count, unembedded = counts.open_interactions, counts.unembedded
         if open_count == 0 and unembedded == 0:
             return
         if time.monotonic() > deadline:
@@ -102,6 +138,34 @@ def wait_until_done(
                 "`--role embed` running against the same broker and database?"
             )
         time.sleep(poll_s)
+
+
+#: Least seconds between two database reads for progress while publishing (in distributed mode
+#: a publish takes milliseconds; in process each one runs a whole batch).
+PUBLISH_PROGRESS_S = 0.5
+
+
+def stage_progress(
+    db: Database, interaction_ids: Sequence[int], progress: Progress | None,
+    min_interval_s: float = PUBLISH_PROGRESS_S,
+) -> Progress | None:  # fmt: skip
+    """The callback :func:`~pipeline.intake.outbox.publish_pending` reports to during a run:
+    each report (at most one per ``min_interval_s``, and always the last) becomes the
+    ``extract`` and ``embed`` stages' counts, read from the database. None without
+    ``progress``."""
+    if progress is None:
+        return None
+    last = -math.inf
+
+    def report(stage: str, done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done < total and now - last < min_interval_s:
+            return
+        last = now
+        stage_counts(db, interaction_ids).report(progress)
+
+    return report
 
 
 @dataclass(frozen=True)
@@ -192,6 +256,8 @@ def run(
     with db.session(ALL_PROJECTS) as session:
         db_started = session.scalar(select(func.now()))
     report = ingest_paths(db, paths, limit=limit, progress=progress)
+    if progress:  # the total is known now: the ingest bar is complete
+        progress("ingest", len(report.interaction_ids), len(report.interaction_ids))
     load_seconds = 0.0
     if warm_up is not None and pending_ids(db, report.interaction_ids):
         t = time.perf_counter()
@@ -199,9 +265,11 @@ def run(
         load_seconds = time.perf_counter() - t
     processing_started = time.perf_counter()
     mode = ClaudeMode.BATCH if claude_batch else ClaudeMode.SYNC
+    if progress:
+        stage_counts(db, report.interaction_ids).report(progress)
     published = publish_pending(
-        db, dispatcher, report.interaction_ids, settings.extract_batch_size, progress,
-        claude_mode=mode,
+        db, dispatcher, report.interaction_ids, settings.extract_batch_size,
+        stage_progress(db, report.interaction_ids, progress), claude_mode=mode,
     )  # fmt: skip
     poll_s = settings.run_poll_s if not dispatcher.eager else 0.05
     if claude_batch:

@@ -64,4 +64,4 @@ class ClaudeMode(StrEnum):
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: a long job reports how far a stage (``ingest``,
-``extract``, ``wait``...) has come; ``total`` is 0 when unknown."""
+``models``, ``extract``, ``embed``...) has come; ``total`` is 0 when unknown."""

@@ -30,9 +30,16 @@ ROLE_ENV = "PATTERNS_WORKER_ROLE"
 
 @worker_init.connect
 def _preload(**_: Any) -> None:
-    """Build the worker's :class:`~workers.resources.Resources` and load what its role needs."""
+    """Stop orphaned vLLM engine processes of this user (:func:`pipeline.llm.reaper.reap_orphans`),
+    build the worker's :class:`~workers.resources.Resources` and load what its role needs."""
     settings = get_settings()
     role = os.environ.get(ROLE_ENV)
+    # Engine processes a killed worker of this user left behind hold memory a new engine needs.
+    from pipeline.llm.reaper import reap_orphans
+
+    reaped = reap_orphans()
+    if reaped:
+        log.warning("reaped_orphaned_engine_processes", pids=reaped)
     res = resources.Resources(settings)
     resources.install(res)
     # Models first: the vLLM engine starts processes of its own, which must not inherit the
@@ -51,6 +58,8 @@ def _preload(**_: Any) -> None:
 
 @worker_shutdown.connect
 def _release(**_: Any) -> None:
+    """Close the worker's resources at shutdown (a SIGTERM's warm shutdown included): the vLLM
+    engine's processes are stopped and waited for (:meth:`VLLMEngine.close`)."""
     previous = resources.install(None)
     if previous is not None:
         previous.close()

@@ -12,22 +12,39 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from pipeline.cli.common import err, open_db, runtime, start
+from pipeline.cli.quiet import engine_output
 from pipeline.db.status import InteractionStatus
 from pipeline.types import Progress as ProgressFn
 
 Paths = Annotated[list[Path], typer.Argument(help="JSONL or JSONL.gz files.", exists=True)]
 Limit = Annotated[int | None, typer.Option(help="Read at most N records.", min=1)]
 JsonOut = Annotated[bool, typer.Option("--json", help="End stdout with one JSON summary line.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v",
+        help="Show vLLM, torch and transformers output on the terminal instead of writing it "
+        "to <data_dir>/logs/run-*.log.",
+    ),
+]  # fmt: skip
 
 #: The rows of the summary table ``run`` prints, in order.
 SUMMARY_ROWS = (
     "mode", "interactions", "extracted", "failed", "skipped", "patterns", "patterns_active",
     "merged", "embedded",
-    "relationships", "validations", "recommendations", "analyses", "llm_calls",
+    "relationships", "validations", "recommendations", "analyses", "llm_calls", "cache_hits",
     "deferred_to_local", "tokens_out", "cost_usd", "seconds", "model_load_seconds",
     "processing_seconds", "interactions_per_s", "output_tokens_per_s", "skipped_deliveries",
     "malformed",
@@ -35,31 +52,45 @@ SUMMARY_ROWS = (
 
 
 @contextmanager
-def progress_bars(labels: dict[str, str] | None = None) -> Iterator[ProgressFn]:
-    """A ``progress(stage, done, total)`` callback drawing one rich bar per stage on stderr
-    (nothing when stderr is not a terminal)."""
-    started = time.perf_counter()
+def progress_bars(
+    labels: dict[str, str] | None = None, *, console: Console | None = None,
+    redirect: bool = True,
+) -> Iterator[ProgressFn]:  # fmt: skip
+    """A ``progress(stage, done, total)`` callback drawing one rich bar per stage on
+    ``console`` (default: stderr), with the count, the stage's rate (items per second since the
+    report before its first one: stages run one after another) and the time left; nothing when
+    the console is not a terminal. ``redirect``: print Python's ``sys.stdout``/``sys.stderr``
+    writes above the bars (off while engine output goes to a log file, where they belong)."""
+    console = console or err
     with Progress(
         TextColumn("{task.description:<9}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=console,
         transient=True,
-        disable=not err.is_terminal,
+        disable=not console.is_terminal,
+        redirect_stdout=redirect,
+        redirect_stderr=redirect,
     ) as bar:
         tasks: dict[str, Any] = {}
+        started: dict[str, float] = {}
+        last_report = time.perf_counter()
 
         def progress(stage: str, done: int, total: int) -> None:
+            nonlocal last_report
+            now = time.perf_counter()
             if stage not in tasks:
                 label = (labels or {}).get(stage, stage)
                 tasks[stage] = bar.add_task(label, total=total or None, rate="")
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.update(
-                tasks[stage], completed=done, total=total or None,
-                rate=f"{done / elapsed:,.0f}/s",
-            )  # fmt: skip
+                started[stage] = last_report
+            last_report = now
+            elapsed = max(now - started[stage], 1e-3)
+            rate = f"{done / elapsed:,.1f}/s" if done else ""
+            bar.update(tasks[stage], completed=done, total=total or None, rate=rate)
 
         yield progress
 
@@ -89,29 +120,43 @@ def run(
             "results can take up to 24 h).",
         ),
     ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Ingest PATHS, extract patterns and relationships, embed them, and print a summary.
 
     With REDIS_URL set, work goes through Redis to `patterns worker` processes and this command
-    waits for them; without it, the same tasks run in this process.
+    waits for them; without it, the same tasks run in this process, and the models' own output
+    (vLLM, torch, transformers, and this process's log lines) goes to a log file under the data
+    folder, whose path is printed first. The terminal shows a progress bar per stage (ingest,
+    models, extract, embed), then the summary. --verbose keeps all output on the terminal.
     """
     settings = start(json_logs=json_out)
     from pipeline.runner import run as run_job
 
     rt = runtime(ctx)
     dispatcher = rt.dispatcher(settings)
-    with open_db(settings) as db, rt.in_process(settings, db) as models:
+    logs = settings.data_dir / "logs"
+    # Distributed, this process loads no model: nothing to keep off the terminal.
+    keep = verbose or not dispatcher.eager
+    with (
+        engine_output(logs, verbose=keep, console=err) as terminal,
+        open_db(settings) as db,
+        rt.in_process(settings, db) as models,
+        progress_bars(console=terminal.console, redirect=not terminal.quiet) as progress,
+    ):
 
         def warm_up() -> None:
+            progress("models", 0, 2)
             models.engine()
+            progress("models", 1, 2)
             models.embedder()
+            progress("models", 2, 2)
 
-        with progress_bars() as progress:
-            summary = run_job(
-                paths, db=db, dispatcher=dispatcher, settings=settings, limit=limit,
-                progress=progress, warm_up=warm_up if dispatcher.eager else None,
-                claude_batch=claude_batch,
-            )  # fmt: skip
+        summary = run_job(
+            paths, db=db, dispatcher=dispatcher, settings=settings, limit=limit,
+            progress=progress, warm_up=warm_up if dispatcher.eager else None,
+            claude_batch=claude_batch,
+        )  # fmt: skip
     result = summary.as_dict()
     _print_table("patterns run", {key: result.get(key) for key in SUMMARY_ROWS})
     if json_out:

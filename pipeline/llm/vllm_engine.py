@@ -12,6 +12,7 @@ process (Celery ``solo``/``threads`` pool), never at import time.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 
 from pipeline.errors import ConfigurationError, PermanentError
+from pipeline.llm import reaper
 from pipeline.llm.base import Generation, GenerationRequest
 from pipeline.llm.local_models import resolve_extract_model
 from pipeline.settings import Settings
@@ -110,6 +112,9 @@ class VLLMEngine:
         self.max_model_len = max_model_len
         dtype = resolve_dtype(dtype)
         log.info("vllm_dtype", dtype=dtype)
+        # The engine's processes must not outlive this one, however it ends (a SIGKILL too).
+        reaper.ensure_watchdog()
+        before = {p.pid for p in reaper.engine_tree(os.getpid())}
         self._llm: Any = LLM(
             model=model,
             dtype=dtype,  # type: ignore[arg-type]
@@ -120,6 +125,7 @@ class VLLMEngine:
             structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         )
         self._tokenizer = self._llm.get_tokenizer()
+        self._processes = [p for p in reaper.engine_tree(os.getpid()) if p.pid not in before]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
@@ -136,10 +142,18 @@ class VLLMEngine:
         )
 
     def close(self) -> None:
-        """Stop vLLM's engine processes. A process holding an unclosed engine may not exit."""
+        """Stop vLLM's engine processes and wait for them: vLLM's own shutdown (SIGTERM, up to
+        5 s, then SIGKILL), then :func:`~pipeline.llm.reaper.terminate` for any engine process
+        still running. A process holding an unclosed engine may not exit. Idempotent."""
         llm, self._llm = getattr(self, "_llm", None), None
-        if llm is not None:
+        if llm is None:
+            return
+        started = time.perf_counter()
+        try:
             llm.llm_engine.engine_core.shutdown()
+        finally:
+            left = reaper.terminate(getattr(self, "_processes", []))
+            log.info("vllm_closed", seconds=round(time.perf_counter() - started, 2), forced=left)
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         ids: Any = self._tokenizer.apply_chat_template(

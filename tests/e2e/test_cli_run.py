@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,11 +29,27 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> dict[str, object]:
+#: What the models print when their output reaches the terminal: vLLM's log lines and process
+#: tags, Python and torch (C++) warnings, Triton notes, loading progress bars.
+ENGINE_NOISE = re.compile(
+    r"WARNING|INFO \d|Warning|\((?:EngineCore|Worker|VllmWorker|MainProcess) pid=|Triton"
+    r"|Loading (?:safetensors|weights)|^\[W\d{4}",
+    re.MULTILINE,
+)
+
+
+def _run_proc(
+    args: list[str], env: dict[str, str], timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [str(PATTERNS), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> dict[str, object]:
+    proc = _run_proc(args, env, timeout)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -47,7 +64,16 @@ def test_run_20_deliveries_on_embedded_default(
     data_dir: Path, shared_corpus: Path, extract_model_path: str
 ) -> None:
     env = _env(PATTERNS_DATA_DIR=str(data_dir), PATTERNS_EXTRACT_MODEL=extract_model_path)
-    summary = _run(["run", str(shared_corpus), "--limit", "20", "--json"], env)
+    proc = _run_proc(["run", str(shared_corpus), "--limit", "20", "--json"], env)
+    # A quiet run: stdout holds the JSON object alone, stderr the log's path and the summary;
+    # the models' output is in the log file.
+    summary = json.loads(proc.stdout)
+    noise = ENGINE_NOISE.findall(proc.stdout + proc.stderr)
+    assert not noise, proc.stderr[-4000:]
+    (log,) = (data_dir / "logs").glob("run-*.log")
+    assert f"engine logs: {log}" in proc.stderr
+    engine_log = log.read_text(errors="replace")
+    assert "(EngineCore pid=" in engine_log and "Loading safetensors" in engine_log
     assert summary["mode"] == "in-process"
     assert summary["interactions"] == 20
     assert summary["extracted"] + summary["failed"] == 20

@@ -1,7 +1,11 @@
 """A worker killed with SIGKILL in the middle of an extract task: the task is redelivered
 (``acks_late`` + ``task_reject_on_worker_lost``; Redis hands an unacknowledged message out again
 after the visibility timeout, here 20 s) to a second worker, and every interaction ends
-extracted (or failed by the model) exactly once."""
+extracted (or failed by the model) exactly once.
+
+A worker stopped with SIGTERM or killed with SIGKILL (its main process alone, as ``kill`` or the
+OOM killer would) leaves no vLLM engine process (``VLLM::EngineCore``, ``VLLM::Worker``) behind:
+without :mod:`pipeline.llm.reaper` they outlived a SIGKILL under PID 1."""
 
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from sqlalchemy import func, select
@@ -37,6 +43,21 @@ VISIBILITY_TIMEOUT_S = 20
 BATCH = 8
 #: Celery's log line when a worker takes a task (the start-up banner also names the task).
 RECEIVED = re.compile(r"Task patterns\.extract_batch\[[0-9a-f-]+\] received")
+#: Seconds the engine processes get to be gone once the worker is (the watchdog polls every
+#: 0.2 s and allows 3 s after SIGTERM; measured about 1 s after a SIGKILL, 0 after a SIGTERM).
+ENGINE_EXIT_S = 20
+
+
+def _worker_env(
+    database_url: str, redis_url: str, extract_model_path: str, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
+    env.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1", PATTERNS_EXTRACT_MODEL=extract_model_path,
+        PATTERNS_DATA_DIR=str(data_dir), **extra,
+    )  # fmt: skip
+    return env
 
 
 def _start(env: dict[str, str], log: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:
@@ -85,11 +106,9 @@ def test_killed_worker_task_is_redelivered_and_done_once(
     )  # type: ignore[call-arg]  # fmt: skip
     assert publish_pending(db, CeleryDispatcher(make_celery(settings)), ids, BATCH) == BATCH
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
-    env.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1", PATTERNS_EXTRACT_MODEL=extract_model_path,
-        PATTERNS_DATA_DIR=str(data_dir), PATTERNS_EXTRACT_BATCH_SIZE=str(BATCH),
+    env = _worker_env(
+        database_url, redis_url, extract_model_path, data_dir,
+        PATTERNS_EXTRACT_BATCH_SIZE=str(BATCH),
         PATTERNS_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
     )  # fmt: skip
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
@@ -148,3 +167,56 @@ def test_killed_worker_task_is_redelivered_and_done_once(
         # The broker redelivered the message; it was published once.
         assert set(s.scalars(select(Interaction.attempts)).all()) == {1}
     assert RECEIVED.search(second_log.read_text(errors="replace"))
+
+
+def _engine_processes(pid: int) -> list[psutil.Process]:
+    """``pid``'s descendants titled like vLLM's engine processes (``VLLM::...``)."""
+    found = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        with suppress(psutil.Error):
+            if proc.cmdline()[:1] and proc.cmdline()[0].startswith("VLLM::"):
+                found.append(proc)
+    return found
+
+
+def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_stopped_worker_leaves_no_engine_process(
+    sig: signal.Signals, database_url: str, redis_url: str, extract_model_path: str,
+    data_dir: Path, tmp_path: Path, die_with_parent: Callable[[], None],
+) -> None:  # fmt: skip
+    log = tmp_path / "worker.log"
+    worker = _start(
+        _worker_env(database_url, redis_url, extract_model_path, data_dir), log, die_with_parent
+    )
+    engines: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while "ready." not in log.read_text(errors="replace"):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"worker not ready: {log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        engines = _engine_processes(worker.pid)
+        titles = sorted(p.cmdline()[0].strip() for p in engines)
+        assert "VLLM::EngineCore" in titles, titles
+        # Its main process alone: the engine's processes are not signalled by the test.
+        signalled = time.monotonic()
+        os.kill(worker.pid, sig)
+        worker.wait(timeout=60)
+        stopped = time.monotonic()
+        while _running(engines) and time.monotonic() - stopped < ENGINE_EXIT_S:
+            time.sleep(0.1)
+        left = [p.pid for p in _running(engines)]
+        assert not left, f"engine processes {left} outlived the worker by {ENGINE_EXIT_S} s"
+        print(
+            f"{sig.name}: worker gone after {stopped - signalled:.1f} s, its engine processes "
+            f"after {time.monotonic() - signalled:.1f} s"
+        )
+    finally:
+        _stop(worker, signal.SIGKILL)
+        for proc in engines:
+            with suppress(psutil.Error):
+                proc.kill()
