@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from support.chat_server import Answer, chat_server
+from support.processes import start_worker, stop_group
 from support.replay_llm import pattern
 
 from pipeline.db.engine import ALL_PROJECTS, Database
@@ -50,23 +49,6 @@ def _script(prompt: str, _n: int) -> Answer:
         return (400, "not expected here", "")
     body = {"patterns": [pattern(f"Broker lesson number {found.group(1)}")], "relationships": []}
     return (200, json.dumps(body), "stop")
-
-
-def _start(env: dict[str, str], log: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(PATTERNS), "worker", "--role", "extract"], env=env, stdout=log.open("wb"),
-        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
-    )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def _statuses(db: Database, ids: list[int]) -> list[str]:
@@ -97,7 +79,7 @@ def test_two_workers_batch_webhook_traffic_and_extract_each_interaction_once(
             PATTERNS_EXTRACT_BATCH_SIZE=str(BATCH), PATTERNS_EXTRACT_LINGER_S="0.5",
         )  # fmt: skip
         logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-        workers = [_start(env, log, die_with_parent) for log in logs]
+        workers = [start_worker(env, log, die_with_parent) for log in logs]
         try:
             deadline = time.monotonic() + 120
             while not all(READY.search(log.read_text(errors="replace")) for log in logs):
@@ -120,7 +102,7 @@ def test_two_workers_batch_webhook_traffic_and_extract_each_interaction_once(
                 time.sleep(0.2)
         finally:
             for w in workers:
-                _stop(w)
+                stop_group(w)
     ours = {p: n for p, n in seen.seen.items() if MARKER.search(p)}
     assert len(ours) == N and set(ours.values()) == {1}  # each prompt reached the model once
     with db.session(ALL_PROJECTS) as s:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.processes import start_group, stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +38,11 @@ def _free_port() -> int:
 def _serve(
     model: str, port: int, log: Path, preexec: Callable[[], None]
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return start_group(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
          "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
          "--dtype", "float32", "--max-model-len", "4096", "--gpu-memory-utilization", "0.2",
-         "--enforce-eager"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=preexec,
+         "--enforce-eager"], None, log, preexec,
     )  # fmt: skip
 
 
@@ -82,13 +80,7 @@ def test_run_extracts_through_a_real_vllm_server(
             text=True, timeout=900,
         )  # fmt: skip
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
+        stop_group(server)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["interactions"] == DELIVERIES

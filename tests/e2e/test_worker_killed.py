@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import psutil
 import pytest
 import redis
 from sqlalchemy import func, select
+from support.processes import start_worker, stop_group
 
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall, Pattern
@@ -58,25 +58,6 @@ def _worker_env(
         PATTERNS_DATA_DIR=str(data_dir), **extra,
     )  # fmt: skip
     return env
-
-
-def _start(env: dict[str, str], log: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    return subprocess.Popen(
-        [str(PATTERNS), "worker", "--role", "extract"], env=env, stdout=out,
-        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
-    )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def _states(db: Database, ids: list[int]) -> dict[str, Any]:
@@ -112,7 +93,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
         PATTERNS_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
     )  # fmt: skip
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = _start(env, first_log, die_with_parent)
+    first = start_worker(env, first_log, die_with_parent)
     try:
         deadline = time.monotonic() + 240
         while not RECEIVED.search(first_log.read_text(errors="replace")):
@@ -123,7 +104,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
-        _stop(first, signal.SIGKILL)
+        stop_group(first, signal.SIGKILL)
     killed = _states(db, ids)
     assert killed["llm_calls"] == 0, "the task finished before the kill; nothing was tested"
     assert set(killed["status"].values()) == {"queued"}
@@ -134,7 +115,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
     finally:
         client.close()
 
-    second = _start(env, second_log, die_with_parent)
+    second = start_worker(env, second_log, die_with_parent)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -145,7 +126,7 @@ def test_killed_worker_task_is_redelivered_and_done_once(
                 pytest.fail(f"not redelivered: {state} {second_log.read_text()[-3000:]}")
             time.sleep(1)
     finally:
-        _stop(second)
+        stop_group(second)
     statuses = list(_states(db, ids)["status"].values())
     assert statuses.count("extracted") >= BATCH - 2, statuses
     with db.session(ALL_PROJECTS) as s:
@@ -189,7 +170,7 @@ def test_stopped_worker_leaves_no_engine_process(
     data_dir: Path, tmp_path: Path, die_with_parent: Callable[[], None],
 ) -> None:  # fmt: skip
     log = tmp_path / "worker.log"
-    worker = _start(
+    worker = start_worker(
         _worker_env(database_url, redis_url, extract_model_path, data_dir), log, die_with_parent
     )
     engines: list[psutil.Process] = []
@@ -216,7 +197,7 @@ def test_stopped_worker_leaves_no_engine_process(
             f"after {time.monotonic() - signalled:.1f} s"
         )
     finally:
-        _stop(worker, signal.SIGKILL)
+        stop_group(worker, signal.SIGKILL)
         for proc in engines:
             with suppress(psutil.Error):
                 proc.kill()
