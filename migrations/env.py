@@ -19,7 +19,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(resolve_url(Settings()))
+    engine = create_engine(resolve_url(Settings()), hide_parameters=True)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=target_metadata)
         with context.begin_transaction():

@@ -125,6 +125,12 @@ class Settings(ExtractSettings):
         description="Largest request body accepted (413 above). GitHub caps webhook payloads at "
         "25 MB (docs.github.com, 'Webhook events and payloads').",
     )
+    webhook_max_concurrency: int = Field(
+        default=32,
+        ge=1,
+        description="Webhook bodies read and signature-checked at once, per API process (503 "
+        "with Retry-After above): bounds unauthenticated memory to this times max_request_bytes.",
+    )
     outbox_stale_after_s: float = Field(
         default=600,
         gt=0,
@@ -137,7 +143,16 @@ class Settings(ExtractSettings):
         description="Publishes (delivery attempts) after which a stale interaction goes `dead`.",
     )
     outbox_sweep_limit: int = Field(
-        default=1000, ge=1, description="Interactions examined per sweep, oldest first."
+        default=1000,
+        ge=1,
+        description="Interactions, and patterns without an embedding, examined per sweep, "
+        "oldest first.",
+    )
+    embed_stale_after_s: float = Field(
+        default=600,
+        gt=0,
+        description="An active pattern still without an embedding this long after its creation "
+        "(or its last re-publish) gets its embed task published again by the sweep.",
     )
 
     # --- feedback to GitHub --------------------------------------------------------------------
@@ -258,7 +273,8 @@ class Settings(ExtractSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token for operator endpoints (GET /v1/costs). Unset: they are open.",
+        description="Bearer token for operator endpoints (GET /v1/costs). Unset or empty: "
+        "they answer 403 (closed by default).",
     )
     worker_metrics_port: int | None = Field(
         default=None,

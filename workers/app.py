@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Queue
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline.errors import RetryableError
 from pipeline.queues import QUEUE_EXTRACT, QUEUES, TASK_QUEUES, TaskName
@@ -41,10 +42,16 @@ TASK_MODULES = (
     "workers.errorfix",
 )
 
+#: What a task retries: the library's transient failures, and SQLAlchemy's connection-level
+#: errors (Postgres restarted, the connection dropped, a deadlock or serialisation failure) that
+#: reach the task without passing :meth:`pipeline.db.engine.Database.session`, which wraps them
+#: as ``DatabaseUnavailableError`` (code using the engine directly: an advisory-lock connection).
+RETRYABLE: tuple[type[Exception], ...] = (RetryableError, OperationalError, InterfaceError)
+
 #: Retry policy of every task that can meet a passing outage (database, broker, model server):
-#: Celery retries ``RetryableError`` with exponential backoff, at most 600 s apart, 5 times.
+#: Celery retries :data:`RETRYABLE` with exponential backoff, at most 600 s apart, 5 times.
 RETRY_POLICY: dict[str, object] = {
-    "autoretry_for": (RetryableError,),
+    "autoretry_for": RETRYABLE,
     "retry_backoff": True,
     "retry_backoff_max": 600,
     "max_retries": 5,

@@ -1,6 +1,6 @@
 """The periodic sweep task (Celery beat, every minute): :func:`pipeline.ops.housekeeping.sweep`
-re-publishes stalled interactions, releases reservations whose worker died and re-queues stalled
-analyses locally."""
+re-publishes stalled interactions, releases reservations whose worker died, re-queues stalled
+analyses locally and re-publishes the embedding of active patterns left without one."""
 
 from __future__ import annotations
 

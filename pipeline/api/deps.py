@@ -27,12 +27,37 @@ T = TypeVar("T")
 
 
 @dataclass
+class Gate:
+    """At most ``limit`` holders at once, without waiting: :meth:`enter` is false when full.
+
+    For the event loop's own code (the webhook route's body reading): not thread-safe, and
+    needs none there, since the loop runs one coroutine step at a time.
+    """
+
+    limit: int
+    held: int = 0
+
+    def enter(self) -> bool:
+        """Take a slot; false (nothing taken) when all ``limit`` are held."""
+        if self.held >= self.limit:
+            return False
+        self.held += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back a slot taken by :meth:`enter`."""
+        self.held -= 1
+
+
+@dataclass
 class AppState:
     """Everything a request may use, built once per application (``app.state.pipeline``).
 
     ``db`` is ``None`` until start-up has connected; ``dispatcher`` is ``None`` when no broker is
     configured (interactions are then only stored, for the sweeper or a later run to publish);
-    ``embedder`` is loaded by the first search; ``feed`` wakes the live event streams.
+    ``embedder`` is loaded by the first search; ``feed`` wakes the live event streams;
+    ``webhook_gate`` bounds the webhook bodies read and verified at once
+    (``settings.webhook_max_concurrency``).
     """
 
     settings: Settings
@@ -43,6 +68,10 @@ class AppState:
     embedder: Embedder | None = field(default=None, repr=False)
     feed: Feed | None = field(default=None, repr=False)
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    webhook_gate: Gate = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.webhook_gate = Gate(self.settings.webhook_max_concurrency)
 
     def load_embedder(self) -> Embedder:
         """The embedding model searches encode queries with, loaded on first use (blocking)."""
@@ -122,11 +151,15 @@ async def admin(
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> None:
-    """Operator endpoints: when an admin token is configured it must be sent as
-    ``Authorization: Bearer <token>`` (compared in constant time); 401 otherwise."""
+    """Operator endpoints, closed by default: 403 while no admin token is configured
+    (``PATTERNS_ADMIN_TOKEN`` unset or empty), whatever the request carries; else the token must
+    be sent as ``Authorization: Bearer <token>`` (compared in constant time), 401 otherwise."""
     token = state.settings.admin_token
-    if token is None:
-        return
+    if token is None or not token.get_secret_value():
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "operator endpoints are disabled: set PATTERNS_ADMIN_TOKEN to enable them",
+        )
     if credentials is None or not hmac.compare_digest(
         credentials.credentials.encode(), token.get_secret_value().encode()
     ):

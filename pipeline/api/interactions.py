@@ -2,13 +2,15 @@
 
 A single request is idempotent on its ``Idempotency-Key`` header (bulk items on
 ``idempotency_key``, else ``<header>#<index>``, else a content hash): 202 when something was
-created, 200 for a replay. Validation errors are 422 with ``detail[].loc`` naming the field; 401
-for a missing, unknown or revoked key; 403 for an item naming another project.
+created, 200 for a replay. Validation errors are 422 with ``detail[].loc`` naming the field
+(non-finite numbers and integers outside 64 bits included); 400 for malformed JSON or nesting
+deeper than 64 levels; 401 for a missing, unknown or revoked key; 403 for an item naming another
+project. Text is stored with U+0000 and lone surrogates replaced by U+FFFD
+(:mod:`pipeline.intake.jsonsafe`).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import structlog
@@ -27,6 +29,7 @@ from pipeline.api.schemas import (
 )
 from pipeline.api.webhooks import read_body
 from pipeline.intake.deliveries import store_interactions
+from pipeline.intake.jsonsafe import JsonTooDeepError, UnsafeJsonError, load_json
 from pipeline.intake.outbox import publish_new
 
 log = structlog.get_logger(__name__)
@@ -42,16 +45,23 @@ def _validation_error(
 
 
 def _parse(body: bytes) -> tuple[list[InteractionIn], bool]:
-    """The submitted items and whether the body was a bulk array.
+    """The submitted items and whether the body was a bulk array, text made storable
+    (:func:`pipeline.intake.jsonsafe.load_json`).
 
     Raises:
-        HTTPException: 400 malformed JSON.
-        RequestValidationError: an item that does not validate (422, the field named).
+        HTTPException: 400 malformed JSON, or nested deeper than 64 levels.
+        RequestValidationError: an item that does not validate, or an unusable number (422, the
+            field named).
     """
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}") from exc
+        data = load_json(body)
+    except UnsafeJsonError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", *exc.loc), "msg": exc.msg}]
+        ) from exc
+    except ValueError as exc:  # UnicodeDecodeError and JsonTooDeepError are ValueErrors
+        detail = str(exc) if isinstance(exc, JsonTooDeepError) else f"malformed JSON: {exc}"
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail) from exc
     bulk = isinstance(data, list)
     try:
         if bulk:

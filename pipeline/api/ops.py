@@ -94,13 +94,15 @@ async def metrics(state: State, db: DB) -> Response:
     response_model=CostReport,
     dependencies=[Depends(admin)],
     responses={
-        401: {"description": "admin token configured and missing or wrong"},
+        401: {"description": "admin token missing or wrong"},
+        403: {"description": "no admin token configured (PATTERNS_ADMIN_TOKEN): closed"},
         422: {"description": "day is not a YYYY-MM-DD date"},
     },
 )
 async def costs(state: State, db: DB, day: dt.date | None = None) -> CostReport:
-    """The UTC day's Claude budget and model spend (default: today). When an admin token
-    is configured it must be sent as ``Authorization: Bearer <token>``."""
+    """The UTC day's Claude budget and model spend (default: today). Needs
+    ``Authorization: Bearer <PATTERNS_ADMIN_TOKEN>``; without a configured token the endpoint
+    is closed (403)."""
 
     def report() -> CostReport:
         with db.session(ALL_PROJECTS) as session:

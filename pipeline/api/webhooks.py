@@ -2,14 +2,21 @@
 
 Status codes: 202 stored and enqueued (or stored, when publishing failed or no broker is
 configured); 200 ``ping``, an event or action with nothing to learn from, or a repeated
-``X-GitHub-Delivery``; 400 malformed JSON or missing GitHub headers; 401 missing or wrong
-``X-Hub-Signature-256``; 413 body over ``max_request_bytes``; 422 well-formed JSON that is not a
-usable delivery of its event; 503 no webhook secret configured or the database is down.
+``X-GitHub-Delivery``; 400 malformed JSON, JSON nested deeper than 64 levels, or missing or
+malformed GitHub headers (``X-GitHub-Delivery``: ``[A-Za-z0-9-]``, at most 100 characters, as it
+is written into feedback comments); 401 missing or wrong ``X-Hub-Signature-256``; 413 body over
+``max_request_bytes``; 422 well-formed JSON that is not a usable delivery of its event, or that
+holds a non-finite number or an integer outside 64 bits (the field named); 503 no webhook secret
+configured, the database is down, or ``webhook_max_concurrency`` bodies are already being read
+and verified (with ``Retry-After``; GitHub records a failed delivery, which can be redelivered).
+
+Text is stored with U+0000 and lone surrogates replaced by U+FFFD, so that a real delivery with a
+NUL in a body is still stored and extracted (:mod:`pipeline.intake.jsonsafe`).
 """
 
 from __future__ import annotations
 
-import json
+import re
 import time
 import urllib.parse
 from typing import Annotated, Any
@@ -21,12 +28,21 @@ from pipeline.api.deps import DB, State, call
 from pipeline.api.schemas import WebhookOut
 from pipeline.errors import MalformedInputError
 from pipeline.intake.deliveries import DeliveryStatus, store_delivery
+from pipeline.intake.jsonsafe import JsonTooDeepError, UnsafeJsonError, load_json
 from pipeline.intake.outbox import publish_new
 from pipeline.intake.signatures import SIGNATURE_HEADER, verify_signature
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["producers"])
+
+#: ``X-GitHub-Delivery``: GitHub sends a UUID; the id is a key, a log field and part of an HTML
+#: comment in feedback (``<!-- ... delivery=<id> -->``), so nothing else is accepted.
+DELIVERY_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+#: ``X-GitHub-Event``: GitHub's event names (``pull_request``, ``issue_comment``...).
+EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Seconds a client is asked to wait when every webhook slot is taken.
+BUSY_RETRY_AFTER_S = 5
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -97,9 +113,45 @@ def _checked_event(
             status.HTTP_400_BAD_REQUEST, "missing X-GitHub-Event or X-GitHub-Delivery",
             delivery_id=delivery,
         )  # fmt: skip
-    if len(delivery) > 200:
-        raise _reject(status.HTTP_400_BAD_REQUEST, "X-GitHub-Delivery too long")
+    if DELIVERY_ID.fullmatch(delivery) is None:
+        raise _reject(
+            status.HTTP_400_BAD_REQUEST,
+            "X-GitHub-Delivery must be 1-100 characters of A-Z, a-z, 0-9 and '-'",
+        )
+    if EVENT_NAME.fullmatch(event) is None:
+        raise _reject(
+            status.HTTP_400_BAD_REQUEST,
+            "X-GitHub-Event must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+            delivery_id=delivery,
+        )  # fmt: skip
     return event
+
+
+async def _authentic_body(
+    state: State, request: Request, event: str | None, delivery: str
+) -> tuple[bytes, str]:
+    """The body and event of an authentic delivery (:func:`read_body`, :func:`_checked_event`),
+    holding one of ``webhook_max_concurrency`` slots while the (unauthenticated) body is read
+    and its signature checked, so that senders without the secret cannot make the server hold
+    more than that many bodies.
+
+    Raises:
+        HTTPException: 503 with ``Retry-After`` when every slot is taken; else as
+            :func:`read_body` and :func:`_checked_event`.
+    """
+    gate = state.webhook_gate
+    if not gate.enter():
+        log.warning("webhook_busy", limit=gate.limit, delivery_id=delivery[:100])
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{gate.limit} webhook deliveries are being received; retry later",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
+    try:
+        body = await read_body(request, state.settings.max_request_bytes)
+        return body, _checked_event(state, request, body, event, delivery)
+    finally:
+        gate.leave()
 
 
 @router.post(
@@ -108,10 +160,14 @@ def _checked_event(
     status_code=status.HTTP_202_ACCEPTED,
     responses={
         200: {"model": WebhookOut, "description": "ping, skipped or duplicate delivery"},
-        400: {"description": "malformed JSON or missing GitHub headers"},
+        400: {"description": "malformed or too deeply nested JSON, or bad GitHub headers"},
         401: {"description": "missing or wrong X-Hub-Signature-256"},
         413: {"description": "body too large"},
-        422: {"description": "not a usable delivery of its event"},
+        422: {"description": "not a usable delivery of its event, or an unusable number"},
+        503: {
+            "description": "no secret configured, database down, or too many deliveries "
+            "being received at once (Retry-After)"
+        },
     },
     openapi_extra={
         "requestBody": {
@@ -131,15 +187,17 @@ async def github_webhook(
     """Receive a GitHub webhook delivery (``pull_request``, ``issues``, ``issue_comment``;
     ``ping`` and other events are acknowledged with no work)."""
     settings = state.settings
-    body = await read_body(request, settings.max_request_bytes)
     delivery = x_github_delivery or ""
-    event = _checked_event(state, request, body, x_github_event, delivery)
+    body, event = await _authentic_body(state, request, x_github_event, delivery)
     try:
-        payload = json.loads(payload_bytes(body, request.headers.get("content-type", "")))
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = load_json(payload_bytes(body, request.headers.get("content-type", "")))
+    except UnsafeJsonError as exc:
         raise _reject(
-            status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}", delivery_id=delivery
+            status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), delivery_id=delivery
         ) from exc
+    except ValueError as exc:  # UnicodeDecodeError and JsonTooDeepError are ValueErrors
+        detail = str(exc) if isinstance(exc, JsonTooDeepError) else f"malformed JSON: {exc}"
+        raise _reject(status.HTTP_400_BAD_REQUEST, detail, delivery_id=delivery) from exc
     started = time.perf_counter()
     try:
         stored = await call(store_delivery, db, event, delivery, payload)

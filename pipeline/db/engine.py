@@ -81,7 +81,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
-    engine = create_engine(sqlalchemy_url(url))
+    engine = create_engine(sqlalchemy_url(url), hide_parameters=True)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
@@ -176,7 +176,13 @@ class Database:
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> Database:
-        """Wrap an existing database URL (no migration)."""
+        """Wrap an existing database URL (no migration).
+
+        The engine hides bound parameters (``hide_parameters=True``): SQLAlchemy's error
+        messages and echo logs would otherwise carry them (interaction content, keys' hashes)
+        into tracebacks, task failure logs and Flower.
+        """
+        engine_kwargs.setdefault("hide_parameters", True)
         engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, **engine_kwargs)
         return cls(url=url, engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
 

@@ -9,19 +9,28 @@ from other interactions, created before the interaction's own.
 
 Never twice for one delivery: the ``webhook_deliveries`` row is locked (``FOR UPDATE``) while the
 comment is posted, and ``feedback_comment_id`` / ``feedback_posted_at`` are set in the same
-transaction; a delivery that has them is left alone. The one gap: the process dies after GitHub
-accepted the comment and before the commit; the retry then posts a second comment.
+transaction; a delivery that has them is left alone. A process that dies after GitHub accepted
+the comment and before the commit leaves the row without them: so before posting, the issue's
+comments are read and one carrying the delivery's hidden marker (:func:`feedback_marker`) is
+recorded as the delivery's comment instead of posting another.
 
-The REST call is ``POST /repos/{owner}/{repo}/issues/{number}/comments`` (docs.github.com, "REST
-API endpoints for issue comments"; pull requests are issues for comments), through httpx.
+Everything from the store or the delivery (titles, types, the project's name, source URLs, the
+delivery id) is escaped for Markdown and HTML (:func:`escape_markdown`, :func:`safe_link`): a
+title cannot inject markup, a link or an ``@`` mention.
+
+The REST calls are ``GET`` and ``POST /repos/{owner}/{repo}/issues/{number}/comments``
+(docs.github.com, "REST API endpoints for issue comments"; pull requests are issues for
+comments), through httpx.
 """
 
 from __future__ import annotations
 
+import string
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import structlog
 from sqlalchemy import func, or_, select, update
@@ -41,8 +50,62 @@ FEEDBACK_ACTIONS: dict[str, frozenset[str]] = {
     "pull_request": frozenset({"opened", "reopened", "ready_for_review"}),
     "issues": frozenset({"opened", "reopened"}),
 }
-#: Marker in every comment, so people and tools can tell ours apart.
+#: Marker in every comment, so people and tools can tell ours apart (the delivery id goes in
+#: percent-encoded: :func:`feedback_marker`).
 COMMENT_MARKER = "<!-- pattern-pipeline:feedback delivery={delivery} -->"
+#: Longest text of one table cell, in characters before escaping (GitHub refuses comments over
+#: 65,536 characters).
+MAX_CELL_CHARS = 200
+#: Zero-width space after ``@`` and ``#``: the text reads the same, but GitHub finds no mention or
+#: issue reference in it (what Dependabot does in release notes).
+_ZERO_WIDTH = "&#8203;"
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+#: Characters a link's destination keeps; any other is percent-encoded.
+_URL_SAFE = ":/?#&=%+,;@-._~"
+
+
+def feedback_marker(delivery_id: str) -> str:
+    """The hidden HTML comment that names the delivery a comment was posted for. The id is
+    percent-encoded (GitHub's GUIDs are unchanged), so no id can end the comment early and two
+    ids never share a marker."""
+    return COMMENT_MARKER.format(delivery=quote(delivery_id, safe=""))
+
+
+def escape_markdown(value: str) -> str:
+    """``value`` as literal text in a Markdown table cell on GitHub: whitespace runs (newlines
+    included) folded to one space, cut to :data:`MAX_CELL_CHARS` (``…`` appended), HTML's
+    special characters as entities, every other ASCII punctuation character backslash-escaped
+    (no emphasis, link, code span, table pipe or heading), and a zero-width space after ``@``
+    and ``#`` (no mention, team ping or issue reference)."""
+    text = " ".join(value.split())
+    if len(text) > MAX_CELL_CHARS:
+        text = text[: MAX_CELL_CHARS - 1] + "…"
+    out = []
+    for ch in text:
+        if ch in _ENTITIES:
+            out.append(_ENTITIES[ch])
+        elif ch in "@#":
+            out.append(ch + _ZERO_WIDTH)
+        elif ch in string.punctuation:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def safe_link(url: str) -> str | None:
+    """``url`` as a Markdown link destination, or ``None`` when it is not an absolute
+    ``http``/``https`` URL with a host (``javascript:``, ``data:``, relative and malformed ones).
+    Characters outside :data:`_URL_SAFE` (spaces, parentheses, ``<>``, pipes, backticks,
+    brackets, backslashes) are percent-encoded, so it cannot end the link or the cell early."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return quote(url, safe=_URL_SAFE)
 
 
 @dataclass(frozen=True)
@@ -95,20 +158,20 @@ def similar_patterns(session: Session, interaction_id: int, limit: int) -> list[
 
 
 def render_comment(delivery_id: str, project: str, similar: Sequence[SimilarPattern]) -> str:
-    """The comment's Markdown: a hidden marker, a heading and one table row per pattern."""
-
-    def cell(value: str) -> str:
-        return value.replace("|", "\\|").replace("\n", " ").strip()
-
+    """The comment's Markdown: the hidden marker (:func:`feedback_marker`), a heading and one
+    table row per pattern, every stored string escaped (:func:`escape_markdown`) and a source
+    link only for an ``http(s)`` URL (:func:`safe_link`)."""
+    cell = escape_markdown
     lines = [
-        COMMENT_MARKER.format(delivery=delivery_id),
+        feedback_marker(delivery_id),
         f"**Similar patterns seen earlier in {cell(project)}**",
         "",
         "| Pattern | Type | Similarity | From |",
         "| --- | --- | --- | --- |",
     ]
     for p in similar:
-        source = f"[source]({p.source_url})" if p.source_url else ""
+        link = safe_link(p.source_url) if p.source_url else None
+        source = f"[source]({link})" if link else ""
         lines.append(f"| {cell(p.title)} | {cell(p.type)} | {p.similarity:.2f} | {source} |")
     lines += ["", "_Posted by pattern-pipeline._"]
     return "\n".join(lines)
@@ -154,12 +217,14 @@ def post_feedback(
 
     An interaction is skipped (with the reason in the result) when it has no delivery, its
     delivery already has a comment or is being commented on by another task, its event/action
-    gets no comment, it is not ``extracted``, it has no number, or no similar pattern exists.
+    gets no comment, it is not ``extracted``, it has no number, or no similar pattern exists;
+    and when the issue already carries a comment with the delivery's marker (an earlier attempt
+    died after posting it), which is then recorded as the delivery's comment.
 
     Raises:
         RetryableError: GitHub could not be reached or asked to come back later (nothing was
             recorded for that delivery; those before it keep their comments).
-        PermanentError: GitHub refused a comment.
+        PermanentError: GitHub refused to list the comments or to take one.
     """
     out = FeedbackResult()
     for iid in dict.fromkeys(interaction_ids):
@@ -184,14 +249,17 @@ def post_feedback(
                 out.skipped[iid] = reason
                 continue
             number = int(inter.metadata_["number"])
+            found = existing_comment(client, project, number, delivery.delivery_id)
+            if found is not None:
+                _record_comment(session, delivery.id, found)
+                out.skipped[iid] = f"comment already on GitHub ({found}), recorded"
+                log.info("feedback_found", delivery=delivery.delivery_id, repo=project,
+                         number=number, comment=found)  # fmt: skip
+                continue
             comment_id = client.create_issue_comment(
                 project, number, render_comment(delivery.delivery_id, project, similar)
             )
-            session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery.id)
-                .values(feedback_comment_id=comment_id, feedback_posted_at=func.now())
-            )
+            _record_comment(session, delivery.id, comment_id)
             record_usage(
                 session,
                 {p.id: inter.project_id for p in similar},
@@ -204,6 +272,27 @@ def post_feedback(
                 comment=comment_id, patterns=len(similar),
             )  # fmt: skip
     return out
+
+
+def existing_comment(client: GitHubClient, repo: str, number: int, delivery_id: str) -> int | None:
+    """The id of the comment on issue or pull request ``number`` of ``repo`` that carries the
+    delivery's marker (:func:`feedback_marker`), or ``None``; reads the comments oldest first
+    and stops at the first match.
+
+    Raises:
+        RetryableError: GitHub could not be reached or asked to come back later.
+        PermanentError: GitHub refused the listing.
+    """
+    marker = feedback_marker(delivery_id)
+    return next((c.id for c in client.issue_comments(repo, number) if marker in c.body), None)
+
+
+def _record_comment(session: Session, delivery_pk: int, comment_id: int) -> None:
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_pk)
+        .values(feedback_comment_id=comment_id, feedback_posted_at=func.now())
+    )
 
 
 def _skip_reason(row: Any) -> str | None:

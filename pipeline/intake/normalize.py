@@ -2,7 +2,10 @@
 :class:`NormalizedInteraction` values (or :class:`SkippedDelivery` when there is nothing to learn).
 
 Everything here is pure: no I/O, tested with plain values. Storing is
-:func:`pipeline.intake.store.store`; reading files is :mod:`pipeline.intake.records`.
+:func:`pipeline.intake.store.store`; reading files is :mod:`pipeline.intake.records`. What is
+built here is storable whatever the input (:mod:`pipeline.intake.jsonsafe`, lenient): text
+fields have U+0000 and lone surrogates replaced by U+FFFD, metadata numbers that no 64-bit
+integer or finite float holds become strings, and a repository id outside ``bigint`` is dropped.
 
 A delivery line looks like ``{"event": "pull_request", "delivery": "<uuid>", "payload": {...},
 "files": [...]}`` (``files`` optional, as in ``../shared/data/github/``). An interaction object
@@ -13,6 +16,7 @@ required).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import MalformedInputError
+from pipeline.intake.jsonsafe import INT64_MAX, INT64_MIN, safe_text, sanitize_json
 
 #: Actions whose content is worth learning from, per event. Others are acknowledged and skipped.
 PROCESSED_ACTIONS: dict[str, frozenset[str]] = {
@@ -30,6 +35,9 @@ PROCESSED_ACTIONS: dict[str, frozenset[str]] = {
 }
 
 MAX_FILES_LISTED = 30
+#: Longest repository full name and login kept. GitHub's are at most 39 + 1 + 100 and 39
+#: characters; the bound keeps them within a btree index entry (2,704 bytes) as names and keys.
+MAX_NAME_CHARS = 256
 
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _TRAILER = re.compile(
@@ -38,9 +46,31 @@ _TRAILER = re.compile(
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
+def _make_storable(obj: Any) -> None:
+    """Clean a frozen dataclass's fields in place (``__post_init__``): text by
+    :func:`~pipeline.intake.jsonsafe.safe_text` (a text field holding another type becomes
+    ``None``, or its string form when required), ``metadata`` by lenient
+    :func:`~pipeline.intake.jsonsafe.sanitize_json`."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, str):
+            cleaned: Any = safe_text(value)
+        elif f.type in ("str", "str | None") and value is not None:
+            cleaned = safe_text(str(value)) if f.type == "str" else None
+        elif f.name == "metadata" and isinstance(value, dict):
+            cleaned = sanitize_json(value, strict=False)
+        else:
+            continue
+        if cleaned is not value:
+            object.__setattr__(obj, f.name, cleaned)
+
+
 @dataclass(frozen=True)
 class NormalizedInteraction:
-    """An interaction ready to store. ``idempotency_key`` decides whether it is new."""
+    """An interaction ready to store. ``idempotency_key`` decides whether it is new.
+
+    Built storable: text fields and ``metadata`` are cleaned on construction (module docstring).
+    """
 
     project: str
     source: str
@@ -55,6 +85,9 @@ class NormalizedInteraction:
     delivery_id: str | None = None
     event: str | None = None
     action: str | None = None
+
+    def __post_init__(self) -> None:
+        _make_storable(self)
 
     @property
     def content_hash(self) -> str:
@@ -72,6 +105,9 @@ class SkippedDelivery:
     reason: str
     project: str | None = None
     github_repo_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _make_storable(self)
 
 
 Normalized = NormalizedInteraction | SkippedDelivery
@@ -104,14 +140,24 @@ def _repository(payload: dict[str, Any]) -> tuple[str, int | None]:
     repo = payload.get("repository")
     if not isinstance(repo, dict) or not isinstance(repo.get("full_name"), str):
         raise MalformedInputError("payload has no repository.full_name")
+    if len(repo["full_name"]) > MAX_NAME_CHARS:
+        raise MalformedInputError(f"repository.full_name longer than {MAX_NAME_CHARS} characters")
     repo_id = repo.get("id")
-    return repo["full_name"], repo_id if isinstance(repo_id, int) else None
+    if isinstance(repo_id, bool) or not isinstance(repo_id, int):
+        return repo["full_name"], None
+    return repo["full_name"], repo_id if INT64_MIN <= repo_id <= INT64_MAX else None
+
+
+def _text(value: object) -> str | None:
+    """A string field of a payload, or ``None`` when it is anything else (a list would reach the
+    database as an array)."""
+    return value if isinstance(value, str) else None
 
 
 def _login(obj: Any) -> str | None:
     if isinstance(obj, dict) and isinstance(obj.get("user"), dict):
         login = obj["user"].get("login")
-        return login if isinstance(login, str) else None
+        return login if isinstance(login, str) and len(login) <= MAX_NAME_CHARS else None
     return None
 
 
@@ -214,7 +260,7 @@ def _pull_request(
     return NormalizedInteraction(
         kind="pull_request",
         content="\n\n".join(parts),
-        external_id=pr.get("html_url"),
+        external_id=_text(pr.get("html_url")),
         author=_login(pr),
         occurred_at=_parse_time(pr.get("merged_at") or pr.get("updated_at")),
         metadata={
@@ -238,7 +284,7 @@ def _issue(issue: dict[str, Any], common: dict[str, Any]) -> NormalizedInteracti
     return NormalizedInteraction(
         kind="issue",
         content=content,
-        external_id=issue.get("html_url"),
+        external_id=_text(issue.get("html_url")),
         author=_login(issue),
         occurred_at=_parse_time(issue.get("updated_at")),
         metadata={
@@ -274,7 +320,7 @@ def _issue_comment(
     return NormalizedInteraction(
         kind="issue_comment",
         content=content,
-        external_id=comment.get("html_url"),
+        external_id=_text(comment.get("html_url")),
         author=_login(comment),
         occurred_at=_parse_time(comment.get("updated_at")),
         metadata={
@@ -299,8 +345,8 @@ def normalize_interaction(obj: dict[str, Any]) -> NormalizedInteraction:
         raise MalformedInputError("interaction needs a non-empty string 'project'")
     if not isinstance(content, str):
         raise MalformedInputError("interaction needs a string 'content'")
-    project, content = project.strip(), content.strip()
-    kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "conversation"
+    project, content = safe_text(project.strip()), safe_text(content.strip())
+    kind = safe_text(obj["kind"]) if isinstance(obj.get("kind"), str) else "conversation"
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     key = obj.get("idempotency_key")
     if not isinstance(key, str) or not key:

@@ -4,7 +4,10 @@
   publishes (:func:`pipeline.intake.outbox.sweep_outbox`);
 - budget reservations whose worker died are released
   (:func:`pipeline.spend.reservations.release_stale`);
-- strategic analyses left ``pending`` (their message lost) go to the local model.
+- strategic analyses left ``pending`` (their message lost) go to the local model;
+- active patterns still without an embedding (their embed message, published after the
+  extraction's commit, lost with Redis; or never published, the worker dying between the two)
+  get their embed task published again (:func:`republish_unembedded`).
 
 This work spans every project: it runs as the database owner, not under a project's row-level
 security.
@@ -12,14 +15,23 @@ security.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from dataclasses import dataclass
 
-from pipeline.db.engine import Database
+import structlog
+from sqlalchemy import func, select, update
+
+from pipeline.db.engine import ALL_PROJECTS, Database
+from pipeline.db.models import Pattern
 from pipeline.dispatch import Dispatcher
+from pipeline.errors import PipelineError
 from pipeline.extract.analysis import stale_analyses
 from pipeline.intake.outbox import sweep_outbox
 from pipeline.settings import Settings
 from pipeline.spend.reservations import release_stale
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class SweepSummary:
     skipped_locked: bool
     reservations_released: int
     analyses_requeued: int
+    embeds_republished: int = 0
 
 
 def sweep(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> SweepSummary:
@@ -48,6 +61,7 @@ def sweep(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> SweepS
     )
     if stalled:
         dispatcher.analyze_local(stalled, dict.fromkeys(stalled, "stalled analysis re-queued"))
+    embeds = republish_unembedded(db=db, dispatcher=dispatcher, settings=settings)
     return SweepSummary(
         examined=result.examined,
         republished=len(result.republished) - len(result.publish_failed),
@@ -55,4 +69,53 @@ def sweep(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> SweepS
         skipped_locked=result.skipped_locked,
         reservations_released=released,
         analyses_requeued=len(stalled),
+        embeds_republished=embeds,
     )
+
+
+def republish_unembedded(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> int:
+    """Publish the embed task again for active patterns whose ``embedding`` is still NULL
+    ``embed_stale_after_s`` seconds after their ``updated_at`` (their creation, or the last such
+    re-publish): up to ``outbox_sweep_limit`` of them, oldest first, in tasks of
+    ``embedding_batch_size`` patterns. Returns how many were published.
+
+    Each published batch gets ``updated_at`` = now, so the next sweeps leave it alone for
+    another ``embed_stale_after_s`` (the embed task may be queued behind a backlog). Publishing
+    happens outside any transaction (an eager dispatcher embeds in this process, and would wait
+    on a row lock held here). A publish that fails (broker down) is logged and the pass stops;
+    the rest waits for the next sweep. A pattern published twice is harmless: embedding skips
+    patterns that have one. Ages are measured with the database clock.
+
+    Raises:
+        RetryableError: the database is unavailable.
+    """
+    cutoff = func.now() - dt.timedelta(seconds=settings.embed_stale_after_s)
+    with db.session(ALL_PROJECTS) as session:
+        stale: list[uuid.UUID] = list(
+            session.scalars(
+                select(Pattern.id)
+                .where(
+                    Pattern.is_active.is_(True),
+                    Pattern.embedding.is_(None),
+                    Pattern.updated_at < cutoff,
+                )
+                .order_by(Pattern.updated_at, Pattern.id)
+                .limit(settings.outbox_sweep_limit)
+            ).all()
+        )
+    published = 0
+    for start in range(0, len(stale), settings.embedding_batch_size):
+        batch = stale[start : start + settings.embedding_batch_size]
+        try:
+            dispatcher.embed(batch)
+        except PipelineError as exc:
+            log.warning("sweep_embed_publish_failed", patterns=len(batch), error=str(exc))
+            break
+        with db.session(ALL_PROJECTS) as session:
+            session.execute(
+                update(Pattern).where(Pattern.id.in_(batch)).values(updated_at=func.now())
+            )
+        published += len(batch)
+    if stale:
+        log.info("unembedded_republished", found=len(stale), published=published)
+    return published

@@ -5,6 +5,10 @@ One budget snapshot serves a whole batch; each interaction routed to Claude adds
 cost to the snapshot's ``reserved`` before the next is routed, so a batch of 32 does not send 32
 calls to the Claude queue when the budget affords 3. The real guard is still the atomic
 reservation each Claude call makes (:func:`pipeline.spend.reservations.reserve`).
+
+Each interaction is scored on its own: one whose stored values make scoring fail is logged and
+placed as if of complexity 0 (the local model), never failing the batch of other interactions
+(of other projects, too) it travels with.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
+import structlog
 from sqlalchemy import func, select, update
 
 from pipeline.db.engine import ALL_PROJECTS, Database
@@ -32,6 +38,8 @@ from pipeline.spend.routing import (
     route,
 )
 from pipeline.types import Priority, TaskType
+
+log = structlog.get_logger(__name__)
 
 #: Prompt tokens around the interaction text (system prompt, example turns, schema), for the
 #: routing estimate only; measured with count_tokens on the extraction prompt: about 900.
@@ -57,6 +65,16 @@ def estimated_cost(settings: Settings, content_chars: int, input_chars: int) -> 
     )
 
 
+def _isolated_complexity(iid: int, content: str, metadata: Any) -> float | None:
+    """:func:`~pipeline.spend.routing.complexity` of one interaction, or ``None`` (logged) when
+    its stored values make scoring fail: one bad interaction must not fail its batch."""
+    try:
+        return complexity(content, metadata)
+    except Exception as exc:  # isolation: whatever one row holds, the others go on
+        log.warning("complexity_unavailable", interaction_id=iid, error=repr(exc)[:300])
+        return None
+
+
 def place(
     db: Database,
     settings: Settings,
@@ -68,8 +86,8 @@ def place(
     """Route each interaction for ``task_type`` (see :func:`pipeline.spend.routing.route`), at the
     priority its metadata gives (:func:`pipeline.spend.routing.priority_of`).
 
-    Computes and stores ``interactions.complexity`` where it is not set yet. Ids that do not
-    exist are left out.
+    Computes and stores ``interactions.complexity`` where it is not set yet; an interaction that
+    cannot be scored is placed at complexity 0 (unstored). Ids that do not exist are left out.
     """
     out = Placement()
     with db.session(ALL_PROJECTS) as session:
@@ -91,9 +109,10 @@ def place(
             priorities[row.id] = priority_of(row.metadata_)
             score = row.complexity
             if score is None:
-                score = complexity(row.content, row.metadata_)
-                unscored.append({"id": row.id, "complexity": score})
-            scores[row.id] = float(score)
+                score = _isolated_complexity(row.id, row.content, row.metadata_)
+                if score is not None:
+                    unscored.append({"id": row.id, "complexity": score})
+            scores[row.id] = float(score or 0.0)
             lengths[row.id] = len(row.content)
         if unscored:  # one executemany UPDATE by primary key for the batch
             session.execute(update(Interaction), unscored)
@@ -123,7 +142,8 @@ def mark_analysis_pending(
 ) -> list[int]:
     """Of the given (extracted) interactions, mark those that need strategic analysis
     (:func:`pipeline.spend.routing.needs_strategic_analysis`) ``pending`` and return their ids.
-    Ones already marked (a task that ran twice) are not returned again."""
+    Ones already marked (a task that ran twice) are not returned again; one that cannot be
+    scored is not analysed."""
     with db.session(ALL_PROJECTS) as session:
         rows = session.execute(
             select(Interaction.id, Interaction.kind, Interaction.content, Interaction.metadata_,
@@ -139,8 +159,8 @@ def mark_analysis_pending(
         for row in rows:
             score = row.complexity
             if score is None:
-                score = complexity(row.content, row.metadata_)
-            if needs_strategic_analysis(row.kind, float(score), settings):
+                score = _isolated_complexity(row.id, row.content, row.metadata_)
+            if score is not None and needs_strategic_analysis(row.kind, float(score), settings):
                 wanted.append(row.id)
         if wanted:
             session.execute(

@@ -17,6 +17,11 @@ files         0.35    ``log1p(files) / log1p(15)`` or ``log1p(lines changed) / l
 keywords      0.25    2 distinct words of :data:`COMPLEX_KEYWORDS` (design, migration, breaking...)
 ============  ======  =============================================================================
 
+Metadata is read defensively: a count that is not an integer in ``1..2**53`` (a string, a float,
+a bool, a negative, or a number no float holds, such as ``10**400`` written before the API refused
+them) counts as absent, and metadata that is not an object counts as none. Scoring never raises
+on stored values, so one interaction cannot fail the placement of its batch.
+
 The weights and saturation points are this project's own heuristic, not from a paper: chosen so
 that on the 1,933 celery pull requests of ``../shared/data/github`` (mostly small: median 249
 characters, 1 file, 11 changed lines) the median scores 0.38, the 90th percentile 0.59, and 2.7%
@@ -69,8 +74,20 @@ class ComplexityFeatures:
     keywords: int
 
 
+#: Largest count believed from metadata: 2**53, the largest integer a float holds exactly.
+MAX_METADATA_COUNT = 2**53
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+    """A usable count from metadata (an int in ``1..MAX_METADATA_COUNT``, not a bool), else 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value if 0 < value <= MAX_METADATA_COUNT else 0
+
+
+def _log_share(count: int, saturation: int) -> float:
+    """``log1p(count) / log1p(saturation)`` capped at 1, for any count (even one past floats)."""
+    return min(1.0, math.log1p(min(max(count, 0), MAX_METADATA_COUNT)) / math.log1p(saturation))
 
 
 def complexity_features(
@@ -80,9 +97,10 @@ def complexity_features(
 
     ``metadata`` may carry ``changed_files``, ``files`` (list), ``additions`` and ``deletions``
     (GitHub pull requests, see :mod:`pipeline.intake.normalize`); without them the
-    ``- path (+a/-d)`` lines of the text are counted.
+    ``- path (+a/-d)`` lines of the text are counted. Unusable values count as absent (module
+    docstring); nothing here raises on stored values.
     """
-    meta = metadata or {}
+    meta: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
     files = _int(meta.get("changed_files"))
     if not files and isinstance(meta.get("files"), list):
         files = len(meta["files"])
@@ -103,15 +121,9 @@ def complexity_features(
 def complexity_score(features: ComplexityFeatures) -> float:
     """Complexity in 0-1 from :class:`ComplexityFeatures` (weights in the module docstring),
     rounded to 3 decimals."""
-    length = min(1.0, math.log1p(features.chars) / math.log1p(2000))
+    length = _log_share(features.chars, 2000)
     code = min(1.0, max(features.code_blocks / 2, features.code_lines / 20))
-    files = min(
-        1.0,
-        max(
-            math.log1p(features.files) / math.log1p(15),
-            math.log1p(features.lines_changed) / math.log1p(750),
-        ),
-    )
+    files = max(_log_share(features.files, 15), _log_share(features.lines_changed, 750))
     keywords = min(1.0, features.keywords / 2)
     return round(0.30 * length + 0.10 * code + 0.35 * files + 0.25 * keywords, 3)
 
@@ -124,7 +136,7 @@ def complexity(content: str, metadata: Mapping[str, Any] | None = None) -> float
 def priority_of(metadata: Mapping[str, Any] | None) -> Priority:
     """An interaction's priority: ``emergency`` when its metadata says ``"priority":
     "emergency"`` (set by the client of ``POST /v1/interactions``), else ``normal``."""
-    value = (metadata or {}).get("priority")
+    value = metadata.get("priority") if isinstance(metadata, Mapping) else None
     return Priority.EMERGENCY if value == Priority.EMERGENCY.value else Priority.NORMAL
 
 

@@ -164,12 +164,19 @@ def test_costs_endpoint_with_admin_token(seeded: Database, live_server: Serve) -
         assert today.json()["day"] == dt.datetime.now(dt.UTC).date().isoformat()
 
 
-def test_costs_endpoint_open_without_admin_token(seeded: Database, live_server: Serve) -> None:
-    app = create_app(_settings(), db=seeded)
+@pytest.mark.parametrize("configured", [None, ""])
+def test_costs_endpoint_closed_without_admin_token(
+    seeded: Database, live_server: Serve, configured: str | None
+) -> None:
+    """Closed by default: with no admin token configured (unset, or set to an empty string)
+    the operator report answers 403 whatever the request carries."""
+    app = create_app(_settings(admin_token=configured), db=seeded)
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        resp = client.get("/v1/costs", params={"day": "2026-11-21"})
-        assert resp.status_code == 200, resp.text
-        _check(resp.json())
+        for headers in ({}, {"Authorization": "Bearer x"}, {"Authorization": f"Bearer {TOKEN}"}):
+            resp = client.get("/v1/costs", params={"day": "2026-11-21"}, headers=headers)
+            assert resp.status_code == 403, (headers, resp.text)
+            assert "PATTERNS_ADMIN_TOKEN" in resp.json()["detail"]
+            assert "spent_usd" not in resp.text
 
 
 def _cli(args: list[str], database_url: str) -> subprocess.CompletedProcess[str]:

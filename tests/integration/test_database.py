@@ -172,6 +172,29 @@ def test_a_dropped_connection_is_a_retryable_error_that_names_no_parameters(db: 
         assert s.scalar(text("SELECT 1")) == 1
 
 
+def test_a_failing_statement_names_no_bound_parameters(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy writes a failing statement's bound parameters into its error message
+    (``[parameters: ...]``), and so into task failure logs and tracebacks; the engines hide them
+    (``hide_parameters=True``). The statement itself and the driver's words stay."""
+    import logging
+    import traceback
+
+    from sqlalchemy.exc import DBAPIError
+
+    secret = "private interaction content 7f3a"
+    with pytest.raises(DBAPIError) as caught, db.session(ALL_PROJECTS) as s:
+        s.execute(text("SELECT length(CAST(:content AS text)) / 0"), {"content": secret})
+    rendered = "".join(traceback.format_exception(caught.value))
+    assert "division by zero" in rendered and "SELECT length" in rendered
+    assert secret not in rendered and secret not in repr(caught.value)
+    assert "parameters hidden" in str(caught.value)
+    with caplog.at_level(logging.ERROR):
+        logging.getLogger("test.task").error("task failed", exc_info=caught.value)
+    assert "division by zero" in caplog.text and secret not in caplog.text
+
+
 def test_an_unreachable_server_is_a_retryable_error() -> None:
     from pipeline.errors import DatabaseUnavailableError
 

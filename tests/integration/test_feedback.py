@@ -1,5 +1,6 @@
 """Feedback comments against a real HTTP server on loopback that speaks GitHub's wire format for
-``POST /repos/{owner}/{repo}/issues/{number}/comments`` and records what it receives; patterns
+``POST`` and ``GET /repos/{owner}/{repo}/issues/{number}/comments`` (the listing paginated with
+``per_page``/``page`` and a ``Link: rel="next"`` header) and records what it receives; patterns
 embedded with the real MiniLM model in the embedded Postgres."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, insert, select, update
@@ -18,8 +20,13 @@ from support.loopback import reply_json, serve
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, Pattern, WebhookDelivery
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.github.client import HttpxGitHubClient
-from pipeline.github.feedback import COMMENT_MARKER, feedback_candidates, post_feedback
+from pipeline.github.client import HttpxGitHubClient, IssueComment
+from pipeline.github.feedback import (
+    COMMENT_MARKER,
+    feedback_candidates,
+    feedback_marker,
+    post_feedback,
+)
 from pipeline.intake.normalize import normalize_delivery, normalize_interaction
 from pipeline.intake.store import store
 from pipeline.settings import Settings
@@ -48,10 +55,15 @@ NEW_LATER = [("Exponential backoff for dropped broker connections", "Retry Redis
 
 @dataclass
 class Recorder:
-    """What the fake GitHub received, and the statuses it answers with (then 201s)."""
+    """What the fake GitHub received (``requests``: the POSTs; ``listings``: the GETs' paths),
+    the statuses it answers with (then 201s for POSTs, 200s for GETs), and the comments of each
+    issue (``comments[path]``, oldest first: the POSTs' and any a test puts there)."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    listings: list[str] = field(default_factory=list)
+    get_statuses: list[int] = field(default_factory=list)
+    comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     url: str = ""
 
 
@@ -71,7 +83,31 @@ def github() -> Iterator[Recorder]:
                 if code == 201
                 else {"message": "nope"}
             )
+            if code == 201:
+                recorder.comments.setdefault(self.path, []).append(payload)
             reply_json(self, code, payload)
+
+        def do_GET(self) -> None:
+            """GitHub's "List issue comments": ``per_page`` (default 30, at most 100) and
+            ``page`` (from 1), a ``Link`` header naming the next page while there is one."""
+            url = urlsplit(self.path)
+            recorder.listings.append(self.path)
+            code = recorder.get_statuses.pop(0) if recorder.get_statuses else 200
+            if code != 200:
+                reply_json(self, code, {"message": "nope"})
+                return
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            per_page, page = min(int(query.get("per_page", 30)), 100), int(query.get("page", 1))
+            every = recorder.comments.get(url.path, [])
+            data = json.dumps(every[(page - 1) * per_page : page * per_page]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if page * per_page < len(every):
+                nxt = f"{recorder.url}{url.path}?per_page={per_page}&page={page + 1}"
+                self.send_header("Link", f'<{nxt}>; rel="next"')
+            self.end_headers()
+            self.wfile.write(data)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -214,6 +250,149 @@ def test_unreachable_github_is_retryable(db: Database, scene: dict[str, int]) ->
             )
     finally:
         client.close()
+
+
+class _DiesAfterPosting:
+    """A client whose process dies right after GitHub accepted the comment, before the
+    transaction that records it commits."""
+
+    def __init__(self, inner: HttpxGitHubClient) -> None:
+        self.inner = inner
+
+    def issue_comments(self, repo: str, number: int) -> Iterator[IssueComment]:
+        return self.inner.issue_comments(repo, number)
+
+    def create_issue_comment(self, repo: str, number: int, body: str) -> int:
+        self.inner.create_issue_comment(repo, number, body)
+        raise RuntimeError("worker died")
+
+
+def _recorded(db: Database, delivery_id: str) -> tuple[int | None, bool]:
+    with db.session(ALL_PROJECTS) as s:
+        row = s.execute(
+            select(WebhookDelivery.feedback_comment_id, WebhookDelivery.feedback_posted_at).where(
+                WebhookDelivery.delivery_id == delivery_id
+            )
+        ).one()
+    return row[0], row[1] is not None
+
+
+def test_a_comment_posted_before_a_crash_is_found_not_posted_again(
+    db: Database, github: Recorder, scene: dict[str, int]
+) -> None:
+    """The gap the row lock cannot close: GitHub took the comment, the process died before the
+    commit. The retry finds the delivery's marker among the issue's comments (on the second
+    page of a long thread) and records that comment instead of posting another."""
+    settings = _settings(github.url)
+    path = f"/repos/Codertocat/Hello-World/issues/{scene['number']}/comments"
+    github.comments[path] = [{"id": i, "body": f"comment {i}"} for i in range(1, 131)]
+    github.comments[path][5]["body"] = feedback_marker("d-other") + "\nanother delivery's"
+    client = HttpxGitHubClient.from_settings(settings)
+    try:
+        with pytest.raises(RuntimeError, match="worker died"):
+            post_feedback(
+                db=db, client=_DiesAfterPosting(client), settings=settings,
+                interaction_ids=[scene["opened"]],
+            )  # fmt: skip
+        assert _recorded(db, "d-opened") == (None, False)
+        assert feedback_candidates(db, _pattern_ids(db)) == [scene["opened"]]
+        retry = post_feedback(
+            db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+        )
+    finally:
+        client.close()
+    assert len(github.requests) == 1  # one comment, ever
+    assert retry.posted == {}
+    assert retry.skipped == {scene["opened"]: "comment already on GitHub (1001), recorded"}
+    assert _recorded(db, "d-opened") == (1001, True)
+    assert feedback_candidates(db, _pattern_ids(db)) == []
+    # Each attempt read both pages (100 per page), following the Link header.
+    pages = [urlsplit(u).query for u in github.listings]
+    assert pages == ["per_page=100", "per_page=100&page=2"] * 2
+
+
+def test_a_failed_listing_posts_nothing(
+    db: Database, github: Recorder, scene: dict[str, int]
+) -> None:
+    settings = _settings(github.url)
+    github.get_statuses = [503, 404]
+    client = HttpxGitHubClient.from_settings(settings)
+    try:
+        with pytest.raises(RetryableError, match="503"):
+            post_feedback(
+                db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+            )
+        with pytest.raises(PermanentError, match="404"):
+            post_feedback(
+                db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+            )
+        assert github.requests == [] and _recorded(db, "d-opened") == (None, False)
+        result = post_feedback(
+            db=db, client=client, settings=settings, interaction_ids=[scene["opened"]]
+        )
+    finally:
+        client.close()
+    assert result.posted == {"d-opened": 1001}
+
+
+def test_the_listing_follows_next_pages_on_the_api_host_only() -> None:
+    """A ``Link: rel="next"`` to another host is not followed: the token would go with it."""
+    seen: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            data = json.dumps([{"id": 1, "body": "first page"}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Link", '<http://evil.example/steal?page=2>; rel="next"')
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with serve(Elsewhere) as url:
+        client = HttpxGitHubClient(url, TOKEN)
+        try:
+            assert list(client.issue_comments("o/r", 1)) == [IssueComment(1, "first page")]
+        finally:
+            client.close()
+    assert seen == ["/repos/o/r/issues/1/comments?per_page=100"]
+
+
+def test_hostile_titles_and_sources_reach_github_escaped(
+    db: Database, embedder: Any, github: Recorder
+) -> None:
+    """A stored pattern's title and its interaction's external id go into the comment as text:
+    no HTML, no link to a ``javascript:`` URL, no ``@`` mention."""
+    opened = _payload("pull_request/opened.payload.json")
+    project = opened["repository"]["full_name"]
+    with db.session(ALL_PROJECTS) as s:
+        earlier = store(s, [normalize_interaction({"project": project, "content": "chat"})])
+        s.execute(
+            update(Interaction)
+            .where(Interaction.id == earlier.interaction_ids[0])
+            .values(external_id="javascript:alert(document.cookie)")
+        )
+    hostile = "</details><img src=x onerror=alert(1)> ping @octocat [x](javascript:alert(1))"
+    _add_patterns(db, embedder, earlier.interaction_ids[0], [(hostile, EARLIER[0][1])])
+    with db.session(ALL_PROJECTS) as s:
+        new = store(s, [normalize_delivery("pull_request", "d-hostile", opened)])
+    _add_patterns(db, embedder, new.interaction_ids[0], NEW)
+    settings = _settings(github.url)
+    client = HttpxGitHubClient.from_settings(settings)
+    try:
+        result = post_feedback(
+            db=db, client=client, settings=settings, interaction_ids=new.interaction_ids
+        )
+    finally:
+        client.close()
+    assert list(result.posted) == ["d-hostile"]
+    body = github.requests[0]["json"]["body"]
+    assert body.count("<") == 1 and body.count(">") == 1  # the hidden marker's only
+    assert "@octocat" not in body and "](javascript" not in body and "javascript:alert" not in body
+    assert "&lt;img src\\=x onerror\\=alert\\(1\\)&gt;" in body  # still readable, as text
 
 
 def test_embed_task_hands_on_to_the_feedback_task(

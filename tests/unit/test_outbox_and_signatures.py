@@ -102,6 +102,6 @@ def test_feedback_comment() -> None:
     body = render_comment("d-1", "celery/celery", similar)
     lines = body.splitlines()
     assert lines[0] == "<!-- pattern-pipeline:feedback delivery=d-1 -->"
-    assert "celery/celery" in lines[1]
+    assert "celery\\/celery" in lines[1]  # Markdown punctuation is escaped (renders as "/")
     assert "| Retry with \\| backoff | solution | 0.91 | [source](https://x/1) |" in lines
-    assert "| Pin\\nversions | best_practice | 0.50 |  |" in lines
+    assert "| Pin\\\\nversions | best\\_practice | 0.50 |  |" in lines
