@@ -17,8 +17,11 @@ QUEUE_CLAUDE = "claude"
 QUEUE_EMBED = "embed"
 #: The TypeScript error-fix batch (beat, every 10 minutes).
 QUEUE_ERRORFIX = "errorfix"
+#: Periodic housekeeping (beat, every minute: the outbox sweep), on the CPU ``embed`` workers,
+#: so the GPU extract workers can scale to zero.
+QUEUE_HOUSEKEEPING = "housekeeping"
 #: Every queue, in the order the workers' ``all`` role consumes them.
-QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX)
+QUEUES = (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX, QUEUE_HOUSEKEEPING)
 
 
 class TaskName(StrEnum):
@@ -31,20 +34,24 @@ class TaskName(StrEnum):
     FEEDBACK = "patterns.post_feedback"
     SWEEP_OUTBOX = "patterns.sweep_outbox"
     ERRORFIX = "patterns.errorfix_batch"
+    GITHUB_RECOVER = "patterns.github_recover"
 
 
-#: Task → queue. The outbox sweep rides the extract queue on purpose: it runs only once the
-#: extract messages published before it have been taken, so a long backlog is not mistaken for
-#: lost messages (and needs no worker of its own). Feedback follows embedding on the embed
-#: workers (CPU, network).
+#: Task → queue. Nothing that beat schedules goes to the extract queue, whose GPU workers scale
+#: to zero when it is empty: the outbox sweep has its own light queue, consumed by the embed
+#: workers, and holds its re-publishing while extract messages are waiting, so a backlog is not
+#: mistaken for lost messages (:func:`pipeline.ops.housekeeping.sweep`). The hourly
+#: missed-delivery recovery goes where the sweep goes. The error-fix batch is the work itself
+#: (Claude calls), on its own workers. Feedback follows embedding on the embed workers.
 TASK_QUEUES: dict[TaskName, str] = {
     TaskName.EXTRACT: QUEUE_EXTRACT,
     TaskName.ANALYZE_LOCAL: QUEUE_EXTRACT,
     TaskName.CLAUDE: QUEUE_CLAUDE,
     TaskName.EMBED: QUEUE_EMBED,
-    TaskName.SWEEP_OUTBOX: QUEUE_EXTRACT,
+    TaskName.SWEEP_OUTBOX: QUEUE_HOUSEKEEPING,
     TaskName.FEEDBACK: QUEUE_EMBED,
     TaskName.ERRORFIX: QUEUE_ERRORFIX,
+    TaskName.GITHUB_RECOVER: QUEUE_HOUSEKEEPING,
 }
 
 
@@ -58,10 +65,11 @@ class Role(StrEnum):
     ALL = "all"
 
 
-#: Role → the queues it consumes. ``all`` runs every role in one process.
+#: Role → the queues it consumes. ``all`` runs every role in one process. The embed workers (CPU,
+#: always one running) also take the housekeeping queue.
 ROLE_QUEUES: dict[Role, tuple[str, ...]] = {
     Role.EXTRACT: (QUEUE_EXTRACT,),
-    Role.EMBED: (QUEUE_EMBED,),
+    Role.EMBED: (QUEUE_EMBED, QUEUE_HOUSEKEEPING),
     Role.CLAUDE: (QUEUE_CLAUDE,),
     Role.ERRORFIX: (QUEUE_ERRORFIX,),
     Role.ALL: QUEUES,

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_valid
 from pydantic_settings import SettingsConfigDict
 
 from pipeline.settings_extract import ExtractSettings
+from pipeline.settings_github import GitHubRecoverSettings
 from pipeline.types import Strategy, TaskType
 
 APP_NAME = "pattern-pipeline"
@@ -46,7 +47,7 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
-class Settings(ExtractSettings):
+class Settings(ExtractSettings, GitHubRecoverSettings):
     """All configuration of the pipeline.
 
     Fields without an alias are read from ``PATTERNS_<FIELD NAME>`` (case-insensitive).

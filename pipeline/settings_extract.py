@@ -67,6 +67,12 @@ class ExtractSettings(BaseSettings):
         description="How long an extract task's claim on its interactions lasts; must exceed the "
         "longest batch. A killed worker's claims lapse after it.",
     )
+    extract_max_starts: int = Field(
+        default=3,
+        ge=1,
+        description="Extract claims of an interaction that no clean finish followed (its worker "
+        "was killed: OOM, segfault) after which it goes dead instead of being extracted again.",
+    )
     extract_input_chars: int = Field(
         default=2000, ge=200, description="Interaction text is cut to this many characters."
     )

@@ -40,6 +40,7 @@ TASK_MODULES = (
     "workers.sweep",
     "workers.feedback",
     "workers.errorfix",
+    "workers.recover",
 )
 
 #: What a task retries: the library's transient failures, and SQLAlchemy's connection-level
@@ -71,6 +72,20 @@ BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 }
 
 
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """:data:`BEAT_SCHEDULE`, plus the missed-delivery recovery every
+    ``github_recover_interval_s`` seconds when a GitHub token and hooks are configured and the
+    interval is not 0."""
+    schedule = dict(BEAT_SCHEDULE)
+    interval = settings.github_recover_interval_s
+    if settings.github_token is not None and settings.github_hooks and interval > 0:
+        schedule["github-recover"] = {
+            "task": TaskName.GITHUB_RECOVER.value,
+            "schedule": float(interval),
+        }
+    return schedule
+
+
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app for ``settings`` (Redis broker, or eager in-process execution)."""
     app = Celery(
@@ -98,7 +113,7 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
-        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule=beat_schedule(settings),
     )
     return app
 

@@ -4,7 +4,8 @@
 (:mod:`.run`); ``worker``, ``beat``, ``serve`` and ``flower`` run services (:mod:`.services`,
 :mod:`.flower`); ``stats``, ``db upgrade`` and ``apikey`` work on the database (:mod:`.data`);
 ``costs``, ``report`` and ``errors`` report and review; ``model path`` prints the local
-model's folder (:mod:`.model`). Each command builds the settings once
+model's folder (:mod:`.model`); ``github recover`` asks GitHub to redeliver missed webhook
+deliveries (:mod:`.github`). Each command builds the settings once
 (:func:`.common.start`) and passes them down.
 
 The console script is ``workers.main:main``: it hands the Celery runtime to :func:`main`, so
@@ -15,7 +16,18 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import costs, data, errors, model, monitor, report, run, search, services
+from pipeline.cli import (
+    costs,
+    data,
+    errors,
+    github,
+    model,
+    monitor,
+    report,
+    run,
+    search,
+    services,
+)
 from pipeline.cli.common import Runtime
 
 app = typer.Typer(
@@ -35,6 +47,7 @@ app.add_typer(data.db_app, name="db")
 app.add_typer(data.apikey_app, name="apikey")
 app.add_typer(errors.errors_app, name="errors")
 app.add_typer(model.model_app, name="model")
+app.add_typer(github.github_app, name="github")
 
 
 def main(runtime: Runtime | None = None) -> None:

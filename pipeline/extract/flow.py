@@ -17,7 +17,7 @@ import structlog
 
 from pipeline.db.engine import Database
 from pipeline.dispatch import Dispatcher
-from pipeline.errors import MalformedInputError
+from pipeline.errors import MalformedInputError, PipelineError
 from pipeline.extract.analysis import analyze_batch, mark_analysis_failed
 from pipeline.extract.batch import extract_batch
 from pipeline.extract.claim import claim_batch, release
@@ -42,6 +42,10 @@ class ExtractSummary:
     #: Interactions the task held (its own and those it topped its batch up with).
     claimed: int = 0
     topped_up: int = 0
+    #: Poison handling (pipeline.extract.claim): gone dead after too many crashed starts, and
+    #: suspects set aside and published again one per task.
+    dead: int = 0
+    set_aside: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ def extract_routed(
     batch is published full), then :func:`extract_claimed`, then release the lease. Without
     ``lease_owner`` the given interactions are extracted as they are, unclaimed.
 
+    Interactions whose worker was lost ``extract_max_starts`` times go ``dead`` at the claim;
+    suspects beyond one per batch are published again first, one per task
+    (:func:`publish_set_aside`).
+
     Raises:
         RetryableError / PermanentError: from the engine or the broker.
     """
@@ -79,7 +87,7 @@ def extract_routed(
     )  # fmt: skip
     if lease_owner is None:
         return extract(interaction_ids=interaction_ids)
-    ids = claim_batch(
+    claim = claim_batch(
         db,
         lease_owner,
         interaction_ids,
@@ -87,9 +95,15 @@ def extract_routed(
         linger_s=settings.extract_linger_s,
         lease_s=settings.extract_lease_s,
         top_up=route and not dispatcher.eager,
+        max_starts=settings.extract_max_starts,
     )
+    ids = claim.ids
+    if claim.dead:
+        log.warning("extract_poison_dead", interactions=claim.dead)
+    publish_set_aside(dispatcher, claim.set_aside, route=route, claude_mode=claude_mode)
+    poison = {"dead": len(claim.dead), "set_aside": len(claim.set_aside)}
     if not ids:
-        return ExtractSummary(extracted=0, failed=0, patterns=0)
+        return ExtractSummary(extracted=0, failed=0, patterns=0, **poison)
     try:
         summary = extract(interaction_ids=ids)
     finally:
@@ -97,7 +111,20 @@ def extract_routed(
     extra = sorted(set(ids) - {int(i) for i in interaction_ids})
     if extra:
         log.info("extract_batch_topped_up", own=len(ids) - len(extra), topped_up=len(extra))
-    return dataclasses.replace(summary, claimed=len(ids), topped_up=len(extra))
+    return dataclasses.replace(summary, claimed=len(ids), topped_up=len(extra), **poison)
+
+
+def publish_set_aside(
+    dispatcher: Dispatcher, ids: Sequence[int], *, route: bool, claude_mode: ClaudeMode
+) -> None:
+    """Publish an extract task for each suspect a claim set aside (one per task, so each one's
+    next start is counted apart from the others). A publish that fails (broker down) is logged;
+    the outbox sweeper publishes the interaction again later."""
+    for iid in ids:
+        try:
+            dispatcher.extract([iid], route=route, claude_mode=claude_mode)
+        except PipelineError as exc:
+            log.warning("extract_set_aside_publish_failed", interaction=iid, error=str(exc))
 
 
 def extract_claimed(

@@ -1,13 +1,20 @@
 """The periodic sweep (Celery beat, every minute): what a fault may have left behind.
 
 - interactions whose extract message was lost are published again, or ``dead`` after too many
-  publishes (:func:`pipeline.intake.outbox.sweep_outbox`);
+  publishes (:func:`pipeline.intake.outbox.sweep_outbox`), but only while the extract queue is
+  empty (:func:`extract_backlog`);
 - budget reservations whose worker died are released
   (:func:`pipeline.spend.reservations.release_stale`);
 - strategic analyses left ``pending`` (their message lost) go to the local model;
 - active patterns still without an embedding (their embed message, published after the
   extraction's commit, lost with Redis; or never published, the worker dying between the two)
   get their embed task published again (:func:`republish_unembedded`).
+
+The sweep runs on the ``housekeeping`` queue (CPU workers), not behind the extract messages, so
+the GPU extract workers can scale to zero. An interaction waiting behind a long extract backlog is
+not lost, though; so while extract messages are waiting (or the broker cannot say) the outbox part
+holds, and the rest of the sweep goes on. Meanwhile extract tasks top their batches up with
+``queued`` interactions oldest first (:mod:`pipeline.extract.claim`), lost messages included.
 
 This work spans every project: it runs as the database owner, not under a project's row-level
 security.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -27,7 +35,8 @@ from pipeline.db.models import Pattern
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import PipelineError
 from pipeline.extract.analysis import stale_analyses
-from pipeline.intake.outbox import sweep_outbox
+from pipeline.intake.outbox import SweepResult, sweep_outbox
+from pipeline.queues import QUEUE_EXTRACT
 from pipeline.settings import Settings
 from pipeline.spend.reservations import release_stale
 
@@ -36,7 +45,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class SweepSummary:
-    """What one sweep did (counts); ``skipped_locked``: another sweep held the outbox lock."""
+    """What one sweep did (counts); ``skipped_locked``: another sweep held the outbox lock;
+    ``outbox_held``: extract messages were waiting (``extract_backlog`` of them; ``None``: the
+    broker could not be read), so the outbox was left alone."""
 
     examined: int
     republished: int
@@ -45,16 +56,47 @@ class SweepSummary:
     reservations_released: int
     analyses_requeued: int
     embeds_republished: int = 0
+    outbox_held: bool = False
+    extract_backlog: int | None = 0
 
 
-def sweep(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> SweepSummary:
-    """Run one sweep (see the module docstring).
+def extract_backlog(settings: Settings) -> int | None:
+    """Messages waiting on the extract queue (Redis ``LLEN`` of ``extract.local``): 0 without a
+    broker (``redis_url`` unset: tasks run in process), ``None`` when Redis cannot be read."""
+    if not settings.redis_url:
+        return 0
+    import redis
+
+    from pipeline.ops.metrics import read_queue_lengths
+
+    try:
+        return read_queue_lengths(settings.redis_url, [QUEUE_EXTRACT])[QUEUE_EXTRACT]
+    except redis.RedisError as exc:
+        log.warning("sweep_backlog_unreadable", error=str(exc))
+        return None
+
+
+def sweep(
+    *,
+    db: Database,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    backlog: Callable[[Settings], int | None] = extract_backlog,
+) -> SweepSummary:
+    """Run one sweep (see the module docstring). ``backlog`` reads the extract queue's length
+    (:func:`extract_backlog`); the outbox is swept only when it returns 0.
 
     Raises:
         RetryableError: the database is unavailable (the broker's failures are counted by the
             outbox sweep and left for the next one).
     """
-    result = sweep_outbox(db=db, dispatcher=dispatcher, settings=settings)
+    waiting = backlog(settings)
+    held = waiting != 0
+    if held:
+        log.info("sweep_outbox_held", extract_backlog=waiting)
+        result = SweepResult()
+    else:
+        result = sweep_outbox(db=db, dispatcher=dispatcher, settings=settings)
     released = release_stale(db, older_than_s=settings.budget_reservation_timeout_s)
     stalled = stale_analyses(
         db, older_than_s=settings.budget_reservation_timeout_s, limit=settings.outbox_sweep_limit
@@ -70,6 +112,8 @@ def sweep(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> SweepS
         reservations_released=released,
         analyses_requeued=len(stalled),
         embeds_republished=embeds,
+        outbox_held=held,
+        extract_backlog=waiting,
     )
 
 

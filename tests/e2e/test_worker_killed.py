@@ -130,15 +130,18 @@ def test_killed_worker_task_is_redelivered_and_done_once(
     statuses = list(_states(db, ids)["status"].values())
     assert statuses.count("extracted") >= BATCH - 2, statuses
     with db.session(ALL_PROJECTS) as s:
-        # One committed run: one first-attempt model call per interaction, all from one batch.
+        # One committed run: one first-attempt model call per interaction. (If the kill came
+        # after the batch was claimed, the redelivered task keeps one crash suspect and sets
+        # the others aside as tasks of their own, pipeline.extract.claim: several batches.)
         firsts = s.execute(
-            select(LLMCall.interaction_id, func.count(), func.count(LLMCall.batch_id.distinct()))
+            select(LLMCall.interaction_id, func.count())
             .where(LLMCall.attempt == 1)
             .group_by(LLMCall.interaction_id)
         ).all()
-        assert sorted(i for i, _, _ in firsts) == sorted(ids)
-        assert {(n, b) for _, n, b in firsts} == {(1, 1)}
-        assert s.scalar(select(func.count(LLMCall.batch_id.distinct()))) == 1
+        assert sorted(i for i, _ in firsts) == sorted(ids)
+        assert {n for _, n in firsts} == {1}
+        assert set(s.scalars(select(Interaction.extract_starts)).all()) == {0}
+        assert s.scalar(select(func.count()).where(Interaction.lease_owner.is_not(None))) == 0
         dupes = s.execute(
             select(Pattern.source_interaction_id, Pattern.title, func.count())
             .group_by(Pattern.source_interaction_id, Pattern.title)

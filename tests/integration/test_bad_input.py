@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from support.dispatch import RecordingDispatcher
 from support.replay_llm import ReplayLLM, pattern
 
 from pipeline.api.app import create_app
@@ -298,30 +299,6 @@ def test_interaction_deep_nesting_is_400(
 # --- a poisoned stored value cannot fail the batch ------------------------------------------
 
 
-class _Recorder:
-    """A dispatcher that only records (the :class:`pipeline.dispatch.Dispatcher` protocol)."""
-
-    eager = True
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def extract(self, interaction_ids: Sequence[int], *a: Any, **kw: Any) -> None:
-        self.calls.append(("extract", list(interaction_ids)))
-
-    def claude(self, interaction_ids: Sequence[int], *a: Any, **kw: Any) -> None:
-        self.calls.append(("claude", list(interaction_ids)))
-
-    def analyze_local(self, interaction_ids: Sequence[int], *a: Any, **kw: Any) -> None:
-        self.calls.append(("analyze_local", list(interaction_ids)))
-
-    def embed(self, pattern_ids: Sequence[Any]) -> None:
-        self.calls.append(("embed", list(pattern_ids)))
-
-    def feedback(self, interaction_ids: Sequence[int]) -> None:
-        self.calls.append(("feedback", list(interaction_ids)))
-
-
 @pytest.mark.parametrize(
     "poison",
     [
@@ -346,7 +323,11 @@ def test_a_poisoned_interaction_does_not_fail_the_batch(
     llm = ReplayLLM({f"PR {i}:": {"patterns": [pattern(f"Retry {i}")], "relationships": []}
                      for i in range(3)})  # fmt: skip
     summary = extract_claimed(
-        db=db, engine=llm, settings=settings, dispatcher=_Recorder(), interaction_ids=ids
+        db=db,
+        engine=llm,
+        settings=settings,
+        dispatcher=RecordingDispatcher(eager=True),
+        interaction_ids=ids,
     )
     assert (summary.extracted, summary.failed) == (3, 0)
 

@@ -51,17 +51,17 @@ def test_a_short_batch_is_topped_up_with_queued_never_routed_interactions_oldest
     _set(db, ids[2:3], status="received")  # not published yet: not topped up
     _set(db, ids[3:4], status="extracted")  # done
     own = [ids[7]]
-    claimed = claim_batch(db, "task:a", own, batch_size=4, linger_s=0, lease_s=LEASE_S)
+    claimed = claim_batch(db, "task:a", own, batch_size=4, linger_s=0, lease_s=LEASE_S).ids
     assert claimed == sorted([ids[0], ids[4], ids[5], ids[7]])
     leases = _leases(db, ids)
     assert {i for i, o in leases.items() if o == "task:a"} == set(claimed)
     # Another task finds its own interaction held by a live lease: nothing to do, at once.
     start = time.monotonic()
-    assert claim_batch(db, "task:b", [ids[0]], batch_size=4, linger_s=5, lease_s=LEASE_S) == [
+    assert claim_batch(db, "task:b", [ids[0]], batch_size=4, linger_s=5, lease_s=LEASE_S).ids == [
         ids[6]
     ]
     assert time.monotonic() - start >= 4.5  # it held ids[6] and lingered for more
-    assert claim_batch(db, "task:c", [ids[0]], batch_size=4, linger_s=5, lease_s=LEASE_S) == []
+    assert claim_batch(db, "task:c", [ids[0]], batch_size=4, linger_s=5, lease_s=LEASE_S).ids == []
     release(db, "task:a", claimed)
     assert all(_leases(db, claimed)[i] is None for i in claimed)
 
@@ -80,7 +80,7 @@ def test_lingering_picks_up_interactions_queued_while_it_waits(
     thread = threading.Thread(target=arrive)
     thread.start()
     start = time.monotonic()
-    claimed = claim_batch(db, "task:l", first, batch_size=4, linger_s=10, lease_s=LEASE_S)
+    claimed = claim_batch(db, "task:l", first, batch_size=4, linger_s=10, lease_s=LEASE_S).ids
     elapsed = time.monotonic() - start
     thread.join()
     assert claimed == sorted(first + later)
@@ -117,14 +117,14 @@ def test_a_task_delivered_again_takes_back_what_it_held_and_a_lapsed_lease_is_fr
 ) -> None:
     ids = _queued(stored_interactions, 4)
     _set(db, ids, status="queued")
-    held = claim_batch(db, "task:k", ids[:1], batch_size=4, linger_s=0, lease_s=LEASE_S)
+    held = claim_batch(db, "task:k", ids[:1], batch_size=4, linger_s=0, lease_s=LEASE_S).ids
     assert held == ids
     # The worker died: the same task (same id) comes back with only its own id.
-    assert claim_own(db, "task:k", ids[:1], LEASE_S) == ids
-    assert claim_own(db, "task:other", ids, LEASE_S) == []
+    assert claim_own(db, "task:k", ids[:1], LEASE_S).ids == ids
+    assert claim_own(db, "task:other", ids, LEASE_S).ids == []
     with db.session(ALL_PROJECTS) as s:
         s.execute(text("UPDATE interactions SET lease_expires_at = now() - interval '1 second'"))
-    assert claim_own(db, "task:other", ids[2:], LEASE_S) == ids[2:]
+    assert claim_own(db, "task:other", ids[2:], LEASE_S).ids == ids[2:]
 
 
 def test_the_outbox_sweeper_leaves_interactions_under_a_live_lease(

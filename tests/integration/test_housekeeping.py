@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, Pattern
@@ -162,3 +162,23 @@ def test_the_housekeeping_sweep_runs_it(db: Database, scene: dict[str, list[uuid
     assert summary.embeds_republished == 3
     assert [i for ids in dispatcher.embedded() for i in ids] == scene["stale"]
     assert summary.republished == 0  # the interactions are young: nothing for the outbox
+
+
+@pytest.mark.parametrize("waiting", [5, None])
+def test_the_outbox_holds_while_extract_messages_wait_and_the_rest_goes_on(
+    db: Database,
+    scene: dict[str, list[uuid.UUID]],
+    stored_interactions: Any,
+    waiting: int | None,
+) -> None:
+    """Off the extract queue, the sweep would take a backlog for lost messages: while the extract
+    queue holds messages (or cannot be read) a stale interaction is left alone."""
+    ids = stored_interactions(1, key="backlog-{i}")
+    with db.session(ALL_PROJECTS) as s:
+        s.execute(text("UPDATE interactions SET created_at = now() - interval '2 hours'"))
+    dispatcher = RecordingDispatcher()
+    held = sweep(db=db, dispatcher=dispatcher, settings=_settings(), backlog=lambda _: waiting)
+    assert held.outbox_held and held.extract_backlog == waiting and held.examined == 0
+    assert held.embeds_republished == 3
+    free = sweep(db=db, dispatcher=RecordingDispatcher(), settings=_settings(), backlog=lambda _: 0)
+    assert not free.outbox_held and free.examined >= 1 and free.republished >= len(ids)

@@ -477,6 +477,25 @@ def test_every_queue_has_exactly_one_scaled_object() -> None:
     assert Counter(t["metadata"]["listName"] for t in triggers) == Counter(QUEUES)
 
 
+def test_beat_tasks_stay_off_the_extract_queue_so_gpu_workers_scale_to_zero() -> None:
+    """Every task beat schedules routes to a queue other than ``extract.local`` (one that a
+    deployed CPU worker consumes, woken by its ScaledObject's trigger), so the extract workers'
+    ScaledObject may go to 0; the outbox sweep's worker is kept at one replica at least."""
+    from workers.app import app
+
+    by_name = {so["spec"]["scaleTargetRef"]["name"]: so["spec"] for so in SCALED_OBJECTS}
+    triggered = {t["metadata"]["listName"] for spec in by_name.values() for t in spec["triggers"]}
+    assert app.conf.beat_schedule
+    for entry in app.conf.beat_schedule.values():
+        queue = app.amqp.router.route({}, entry["task"], (), {})["queue"].name
+        assert queue != "extract.local", f"{entry['task']} is routed to the GPU extract queue"
+        assert queue in triggered, f"{entry['task']}: no ScaledObject wakes a worker for {queue}"
+    housekeeping = [n for n in by_name if "housekeeping" in ROLE_QUEUES[_deployment_role(n) or ""]]
+    assert housekeeping and all(by_name[n].get("minReplicaCount", 0) >= 1 for n in housekeeping)
+    extract = [n for n in by_name if _deployment_role(n) == "extract"]
+    assert extract and all(by_name[n].get("minReplicaCount", 0) == 0 for n in extract)
+
+
 # --- compose and Kubernetes together -----------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from pipeline.queues import (
     QUEUE_EMBED,
     QUEUE_ERRORFIX,
     QUEUE_EXTRACT,
+    QUEUE_HOUSEKEEPING,
     QUEUES,
     ROLE_QUEUES,
 )
@@ -218,8 +219,8 @@ def test_visibility_timeout_default_exceeds_an_hour(clean_env: pytest.MonkeyPatc
 
 
 def test_queue_names() -> None:
-    assert QUEUES == ("extract.local", "embed", "claude", "errorfix")
-    assert (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX) == QUEUES
+    assert QUEUES == ("extract.local", "embed", "claude", "errorfix", "housekeeping")
+    assert (QUEUE_EXTRACT, QUEUE_EMBED, QUEUE_CLAUDE, QUEUE_ERRORFIX, QUEUE_HOUSEKEEPING) == QUEUES
 
 
 def test_task_routes() -> None:
@@ -228,9 +229,10 @@ def test_task_routes() -> None:
         "patterns.analyze_local": {"queue": "extract.local"},
         "patterns.claude_batch": {"queue": "claude"},
         "patterns.embed_patterns": {"queue": "embed"},
-        "patterns.sweep_outbox": {"queue": "extract.local"},
+        "patterns.sweep_outbox": {"queue": "housekeeping"},
         "patterns.post_feedback": {"queue": "embed"},
         "patterns.errorfix_batch": {"queue": "errorfix"},
+        "patterns.github_recover": {"queue": "housekeeping"},
     }
     assert {route["queue"] for route in TASK_ROUTES.values()} <= set(QUEUES)
 
@@ -238,7 +240,7 @@ def test_task_routes() -> None:
 def test_role_queues() -> None:
     assert set(ROLE_QUEUES) == {"extract", "embed", "claude", "errorfix", "all"}
     assert ROLE_QUEUES["extract"] == ("extract.local",)
-    assert ROLE_QUEUES["embed"] == ("embed",)
+    assert ROLE_QUEUES["embed"] == ("embed", "housekeeping")
     assert ROLE_QUEUES["claude"] == ("claude",)
     assert ROLE_QUEUES["errorfix"] == ("errorfix",)
     assert set(ROLE_QUEUES["all"]) == set(QUEUES)
@@ -251,7 +253,7 @@ def test_role_queues() -> None:
     [
         ("patterns.extract_batch", "extract.local"),
         ("patterns.embed_patterns", "embed"),
-        ("patterns.sweep_outbox", "extract.local"),
+        ("patterns.sweep_outbox", "housekeeping"),
         ("patterns.post_feedback", "embed"),
         ("patterns.not_routed", "extract.local"),  # the default queue
     ],
@@ -280,7 +282,7 @@ def test_published_tasks_land_on_their_queue_only(clean_env: pytest.MonkeyPatch)
         finally:
             for q in queues:
                 q.purge()
-    assert sizes == {"extract.local": 2, "embed": 1, "claude": 0, "errorfix": 0}
+    assert sizes == {"extract.local": 2, "embed": 1, "claude": 0, "errorfix": 0, "housekeeping": 0}
 
 
 def test_registered_tasks_match_routes() -> None:
@@ -290,6 +292,7 @@ def test_registered_tasks_match_routes() -> None:
     import workers.errorfix
     import workers.extract
     import workers.feedback
+    import workers.recover
     import workers.sweep
     from workers.app import app
 
@@ -300,6 +303,7 @@ def test_registered_tasks_match_routes() -> None:
     assert workers.sweep.sweep_outbox_task.name == "patterns.sweep_outbox"
     assert workers.feedback.post_feedback_task.name == "patterns.post_feedback"
     assert workers.errorfix.errorfix_batch_task.name == "patterns.errorfix_batch"
+    assert workers.recover.github_recover_task.name == "patterns.github_recover"
     ours = {name for name in app.tasks if name.startswith("patterns.")}
     assert ours == set(TASK_ROUTES)
 

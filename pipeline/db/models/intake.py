@@ -94,6 +94,9 @@ class Interaction(Base):
     #: when: a lapsed lease is free again.
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Extract claims not followed by a clean release (a killed worker's): see
+    #: pipeline.extract.claim; over extract_max_starts, the interaction goes dead.
+    extract_starts: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
