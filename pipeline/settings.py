@@ -269,8 +269,15 @@ class Settings(ExtractSettings, GitHubRecoverSettings):
     budget_reservation_timeout_s: float = Field(
         default=900,
         gt=0,
-        description="A reservation neither settled nor released after this long (its worker "
-        "died) is released by the outbox sweep.",
+        description="A strategic analysis still running after this long (its worker died) is "
+        "re-queued by the outbox sweep. Budget reservations use PATTERNS_BUDGET_LEASE_S.",
+    )
+    budget_lease_s: float = Field(
+        default=300,
+        ge=10,
+        description="Lease of a budget reservation: renewed every third of it while its call "
+        "is in flight (Messages call with retries, Message Batch polls); the outbox sweep "
+        "releases a reservation whose lease lapsed (its worker died).",
     )
     admin_token: SecretStr | None = Field(
         default=None,

@@ -10,7 +10,8 @@ them exactly as they use vLLM. Every request:
    (:func:`pipeline.spend.pricing.worst_case_usd`), against the day's budget in one atomic statement
    (:func:`pipeline.spend.reservations.reserve`); a refused reservation comes back ``deferred``;
 3. is sent; the SDK retries 408/409/429/5xx/529 up to ``claude_max_retries`` times, waiting as
-   ``retry-after`` says;
+   ``retry-after`` says; meanwhile a heartbeat renews the reservation's lease
+   (:func:`pipeline.spend.leases.heartbeat`), so the sweep never frees the money of a live call;
 4. settles the real cost from ``usage`` (cache writes and reads priced as such), or releases the
    reservation if nothing was generated.
 
@@ -34,7 +35,7 @@ from pipeline.db.status import CallOutcome
 from pipeline.errors import ConfigurationError
 from pipeline.llm.base import Generation, GenerationRequest
 from pipeline.settings import Settings
-from pipeline.spend import pricing, reservations
+from pipeline.spend import leases, pricing, reservations
 from pipeline.types import Provider
 
 log = structlog.get_logger(__name__)
@@ -265,7 +266,10 @@ class ClaudeEngine(Budgeted):
             return deferred(admitted.reason)
         started = time.perf_counter()
         try:
-            message = self._client.messages.create(**admitted.params)
+            with leases.heartbeat(
+                self._db, [admitted.reservation.id], self._settings.budget_lease_s
+            ):
+                message = self._client.messages.create(**admitted.params)
         except anthropic.APIStatusError as exc:
             reservations.release(self._db, admitted.reservation.id, f"HTTP {exc.status_code}")
             reason = f"Claude answered HTTP {exc.status_code}: {exc.message}"

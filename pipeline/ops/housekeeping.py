@@ -3,7 +3,7 @@
 - interactions whose extract message was lost are published again, or ``dead`` after too many
   publishes (:func:`pipeline.intake.outbox.sweep_outbox`), but only while the extract queue is
   empty (:func:`extract_backlog`);
-- budget reservations whose worker died are released
+- budget reservations whose lease lapsed (their worker died) are released
   (:func:`pipeline.spend.reservations.release_stale`);
 - strategic analyses left ``pending`` (their message lost) go to the local model;
 - active patterns still without an embedding (their embed message, published after the
@@ -97,7 +97,7 @@ def sweep(
         result = SweepResult()
     else:
         result = sweep_outbox(db=db, dispatcher=dispatcher, settings=settings)
-    released = release_stale(db, older_than_s=settings.budget_reservation_timeout_s)
+    released = release_stale(db)
     stalled = stale_analyses(
         db, older_than_s=settings.budget_reservation_timeout_s, limit=settings.outbox_sweep_limit
     )

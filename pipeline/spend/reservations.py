@@ -3,8 +3,17 @@
 :func:`reserve` takes the worst case in one conditional ``UPDATE`` of ``budget_days`` (concurrent
 reservers serialise on the row and cannot pass the cap; see its docstring); :func:`settle_many`
 records the real cost and :func:`release_many` gives the money back, each in one transaction;
-:func:`release_stale` frees reservations whose worker died. The pure half (caps, admission) is
-:mod:`pipeline.spend.budget`.
+:func:`release_stale` frees reservations whose lease lapsed (their worker died). The pure half
+(caps, admission) is :mod:`pipeline.spend.budget`; renewing leases is :mod:`pipeline.spend.leases`.
+
+The invariant: ``spent_usd <= cap`` unless a provider call was already paid for outside a live
+lease. A reservation is a lease (``lease_expires_at``, ``PATTERNS_BUDGET_LEASE_S``) that the call
+in flight renews, so only a worker that stopped renewing for a whole lease loses its money to
+:func:`release_stale`. If such a call still finishes, its settle records the real cost (the
+money was spent at the provider; hiding it would make the books lie), which may take the day
+past the cap; every later :func:`reserve` then refuses (its conditional UPDATE needs
+``spent + reserved + amount <= limit``), so no new call is admitted until the day has room
+again: the overshoot is bounded by the late settles themselves.
 """
 
 from __future__ import annotations
@@ -71,7 +80,8 @@ def reserve(
     NOTHING``), then one conditional ``UPDATE ... SET reserved_usd = reserved_usd + amount WHERE
     spent_usd + reserved_usd + amount <= limit RETURNING ...`` (limit: the daily cap, or the
     emergency cap for ``emergency`` priority), and when it matched, insert the
-    ``budget_reservations`` row.
+    ``budget_reservations`` row, its lease ending ``settings.budget_lease_s`` seconds from now
+    (renew it with :func:`pipeline.spend.leases.renew` while the call is in flight).
 
     Why concurrent reservers cannot overshoot: the UPDATE takes the row lock; under READ
     COMMITTED a second UPDATE waiting for that lock re-evaluates its WHERE clause on the newest
@@ -98,12 +108,14 @@ def reserve(
             return None
         reservation_id: uuid.UUID = session.execute(
             text(
-                "INSERT INTO budget_reservations "
-                "(day, provider, model, task_type, interaction_id, priority, amount_usd) "
-                "VALUES (:d, :p, :model, :task, :iid, :prio, :amt) RETURNING id"
+                "INSERT INTO budget_reservations (day, provider, model, task_type, "
+                "interaction_id, priority, amount_usd, lease_expires_at) "
+                "VALUES (:d, :p, :model, :task, :iid, :prio, :amt, "
+                "now() + make_interval(secs => :lease)) RETURNING id"
             ),
             {"d": day, "p": provider, "model": model, "task": task_type,
-             "iid": interaction_id, "prio": priority.value, "amt": amount},
+             "iid": interaction_id, "prio": priority.value, "amt": amount,
+             "lease": settings.budget_lease_s},
         ).scalar_one()  # fmt: skip
     return Reservation(reservation_id, day, provider, model, amount, priority)
 
@@ -150,11 +162,13 @@ def settle_many(db: Database, actual_by_reservation: Mapping[uuid.UUID, Decimal]
     its actual cost (USD).
 
     Idempotent: settling again (or settling a released reservation) moves nothing. One
-    exception: a reservation released by :func:`release_stale` (its worker looked dead but the
-    call did happen) is settled late, adding its actual cost to ``spent_usd`` only, so real spend
-    is never lost. An actual cost above the reserved amount (the worst case was counted wrong)
-    is recorded as is, with a warning. Rows are locked and day rows updated in key order, so
-    concurrent settles cannot deadlock.
+    exception: a reservation released by :func:`release_stale` (its lease lapsed but the call
+    did happen) is settled late, adding its actual cost to ``spent_usd`` only, so real spend is
+    never lost. Its money may have been reserved again meanwhile, so this can take the day past
+    its cap (logged as ``budget_over_cap_after_late_settle``); :func:`reserve` then admits
+    nothing more until the day has room (see the module docstring). An actual cost above the
+    reserved amount (the worst case was counted wrong) is recorded as is, with a warning. Rows
+    are locked and day rows updated in key order, so concurrent settles cannot deadlock.
 
     Returns:
         The reservations this call moved money for (unknown ids are left out).
@@ -198,18 +212,25 @@ def settle_many(db: Database, actual_by_reservation: Mapping[uuid.UUID, Decimal]
             key = (r.day, r.provider)
             held[key] = held.get(key, _ZERO) + (_ZERO if r.id in late else r.amount_usd)
             spent[key] = spent.get(key, _ZERO) + actual[r.id]
-        session.execute(
-            text(
-                "UPDATE budget_days SET reserved_usd = reserved_usd - :held, "
-                "spent_usd = spent_usd + :actual, updated_at = now() "
-                "WHERE day = :d AND provider = :p"
-            ),
-            [
-                {"held": held[key], "actual": spent[key], "d": key[0], "p": key[1]}
-                for key in sorted(held)
-            ],
-        )
+        over = []
+        for key in sorted(held):
+            row = session.execute(
+                text(
+                    "UPDATE budget_days SET reserved_usd = reserved_usd - :held, "
+                    "spent_usd = spent_usd + :actual, updated_at = now() "
+                    "WHERE day = :d AND provider = :p RETURNING spent_usd, reserved_usd, cap_usd"
+                ),
+                {"held": held[key], "actual": spent[key], "d": key[0], "p": key[1]},
+            ).first()
+            if late and row is not None and row.spent_usd + row.reserved_usd > row.cap_usd:
+                over.append((key, row))
     _warn_unusual(moved, actual, late)
+    for (day, provider), row in over:
+        log.error(
+            "budget_over_cap_after_late_settle", day=str(day), provider=provider,
+            spent_usd=str(row.spent_usd), reserved_usd=str(row.reserved_usd),
+            cap_usd=str(row.cap_usd),
+        )  # fmt: skip
     return {r.id for r in moved}
 
 
@@ -286,9 +307,11 @@ def _drop_reserved(session: Session, released: Sequence[Any]) -> None:
         )
 
 
-def release_stale(db: Database, *, older_than_s: float) -> int:
-    """Release every reservation still ``reserved`` after ``older_than_s`` seconds (its worker
-    died between reserve and settle), with reason ``stale reservation``.
+def release_stale(db: Database) -> int:
+    """Release every reservation still ``reserved`` whose lease (``lease_expires_at``) has
+    lapsed: its worker stopped renewing it (died between reserve and settle). Reason
+    ``stale reservation``; a live call renews its lease (:mod:`pipeline.spend.leases`), so its
+    age alone never releases it.
 
     Rows locked by a concurrent settle or sweep are skipped (``FOR UPDATE SKIP LOCKED``), and the
     day rows are updated in key order, so two sweeps cannot deadlock.
@@ -302,11 +325,11 @@ def release_stale(db: Database, *, older_than_s: float) -> int:
                 "UPDATE budget_reservations r SET status = 'released', reason = :reason, "
                 "finished_at = now() "
                 "FROM (SELECT id FROM budget_reservations WHERE status = 'reserved' "
-                "      AND created_at < now() - make_interval(secs => :age) "
+                "      AND lease_expires_at < now() "
                 "      ORDER BY id FOR UPDATE SKIP LOCKED) stale "
                 "WHERE r.id = stale.id RETURNING r.id, r.amount_usd, r.day, r.provider"
             ),
-            {"reason": STALE_REASON, "age": older_than_s},
+            {"reason": STALE_REASON},
         ).all()
         _drop_reserved(session, rows)
     if rows:

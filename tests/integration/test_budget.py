@@ -158,7 +158,7 @@ def test_emergency_passes_the_daily_cap_but_not_the_emergency_cap(db: Database) 
     assert priorities == ["emergency", "emergency", "normal"]
 
 
-def test_release_stale_releases_only_old_reservations(db: Database) -> None:
+def test_release_stale_releases_only_lapsed_leases(db: Database) -> None:
     settings = _settings("10")
     old = [_reserve(db, settings, "1") for _ in range(3)]
     fresh = _reserve(db, settings, "2")
@@ -168,19 +168,19 @@ def test_release_stale_releases_only_old_reservations(db: Database) -> None:
     with db.session(ALL_PROJECTS) as s:
         s.execute(
             text(
-                "UPDATE budget_reservations SET created_at = now() - interval '2 hours' "
+                "UPDATE budget_reservations SET lease_expires_at = now() - interval '1 second' "
                 "WHERE id = ANY(:ids)"
             ),
             {"ids": [r.id for r in old if r] + [done.id]},
         )
-    assert release_stale(db, older_than_s=3600) == 3
+    assert release_stale(db) == 3
     assert _day_row(db) == (D("10"), D("0.4"), D("2"))
     with db.session(ALL_PROJECTS) as s:
         rows = {r.id: r for r in s.scalars(select(BudgetReservation))}
     assert all(rows[r.id].status == "released" for r in old if r)
     assert all(rows[r.id].reason == STALE_REASON for r in old if r)
     assert rows[fresh.id].status == "reserved" and rows[done.id].status == "settled"
-    assert release_stale(db, older_than_s=3600) == 0
+    assert release_stale(db) == 0
     # A worker that only looked dead settles late: its real spend is still counted, once.
     assert old[0] is not None
     assert settle(db, old[0].id, D("0.7"))
@@ -201,10 +201,10 @@ def test_settle_many_and_release_many_move_each_reservation_once(db: Database) -
     assert settle(db, a.id, D("0.5"))  # already settled: not moved again
     with db.session(ALL_PROJECTS) as s:  # e's worker looked dead: released as stale, settled late
         s.execute(
-            text("UPDATE budget_reservations SET created_at = now() - interval '2 hours' "
+            text("UPDATE budget_reservations SET lease_expires_at = now() - interval '1 second' "
                  "WHERE id = :id"), {"id": e.id},
         )  # fmt: skip
-    assert release_stale(db, older_than_s=3600) == 1
+    assert release_stale(db) == 1
     with pytest.raises(ValueError):
         settle_many(db, {b.id: D("0.1"), c.id: D("-0.1")})
     assert _day_row(db) == (D("10"), D("0.5"), D("3"))  # nothing settled by the refused call

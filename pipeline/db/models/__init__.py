@@ -3,10 +3,10 @@
 Tables from the mission's schema keep their names: ``projects``, ``project_members``, ``patterns``,
 ``pattern_relationships``, ``pattern_validations``, ``pattern_usage``, ``pattern_events``. Added by
 this system: ``interactions`` (the outbox), ``webhook_deliveries``, ``llm_calls``,
-``llm_response_cache``, ``budget_days``, ``budget_reservations``, ``typescript_errors``,
-``code_analysis``, ``recommendations`` and ``api_keys``. One module per side of the pipeline:
-:mod:`.intake`, :mod:`.patterns`, :mod:`.spend`, :mod:`.errorfix`; status values are enums in
-:mod:`pipeline.db.status`.
+``llm_response_cache``, ``budget_days``, ``budget_reservations``, ``claude_message_batches``,
+``typescript_errors``, ``code_analysis``, ``recommendations`` and ``api_keys``. One module per
+side of the pipeline: :mod:`.intake`, :mod:`.patterns`, :mod:`.spend`, :mod:`.errorfix`; status
+values are enums in :mod:`pipeline.db.status`.
 
 Vectors are ``vector(EMBEDDING_DIM)`` with HNSW indexes on cosine distance (``vector_cosine_ops``).
 Changing the embedding model to one of another width needs a new revision.
@@ -25,7 +25,13 @@ from pipeline.db.models.patterns import (
     PatternValidation,
     Recommendation,
 )
-from pipeline.db.models.spend import BudgetDay, BudgetReservation, LLMCall, ResponseCacheEntry
+from pipeline.db.models.spend import (
+    BudgetDay,
+    BudgetReservation,
+    ClaudeMessageBatch,
+    LLMCall,
+    ResponseCacheEntry,
+)
 
 #: Tables whose rows belong to one project: row-level security applies to them.
 PROJECT_SCOPED_TABLES = (
@@ -49,6 +55,7 @@ __all__ = [
     "Base",
     "BudgetDay",
     "BudgetReservation",
+    "ClaudeMessageBatch",
     "CodeAnalysis",
     "Interaction",
     "LLMCall",

@@ -1,11 +1,12 @@
 """Tables of model spend: every model request (``llm_calls``), the exact response cache
-(``llm_response_cache``), the daily budget and its reservations."""
+(``llm_response_cache``), the daily budget and its reservations, submitted Message Batches."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -116,6 +117,8 @@ class BudgetReservation(Base):
 
     ``status``: ``reserved`` (call in flight) → ``settled`` (``actual_usd`` is the real cost) or
     ``released`` (the call did not happen or its worker died; ``reason`` says which).
+    ``lease_expires_at``: the reservation is a lease, renewed while its call is in flight
+    (:mod:`pipeline.spend.leases`); once it lapses the housekeeping sweep releases it.
     """
 
     __tablename__ = "budget_reservations"
@@ -134,6 +137,9 @@ class BudgetReservation(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("(now() + '00:15:00'::interval)")
+    )
     __table_args__ = (
         check_in("priority", Priority, "budget_reservations_priority_check"),
         check_in("status", ReservationStatus, "budget_reservations_status_check"),
@@ -142,4 +148,26 @@ class BudgetReservation(Base):
             name="budget_reservations_nonnegative",
         ),
         Index("ix_budget_reservations_status_created", "status", "created_at"),
+        Index("ix_budget_reservations_status_lease", "status", "lease_expires_at"),
+    )
+
+
+class ClaudeMessageBatch(Base):
+    """A Message Batch submitted to Claude, recorded before submission so a redelivered task
+    resumes it instead of submitting it again (:mod:`pipeline.llm.batch_ledger`).
+
+    ``request_key``: SHA-256 (hex) of the model and the batch's ``(custom_id, params)`` pairs;
+    ``batch_id``: Anthropic's id once submitted (``NULL`` while the submitter holds the claim);
+    ``reservations``: ``custom_id → budget reservation id``; ``lease_expires_at``: when the
+    submitter's claim lapses (renewed on each poll).
+    """
+
+    __tablename__ = "claude_message_batches"
+    request_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    batch_id: Mapped[str | None] = mapped_column(Text)
+    reservations: Mapped[dict[str, Any]] = mapped_column()
+    lease_expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _created()
+    __table_args__ = (
+        CheckConstraint("request_key ~ '^[0-9a-f]{64}$'", name="claude_message_batches_key_check"),
     )
