@@ -29,7 +29,7 @@ from pipeline.intake.store import store
 from pipeline.ops.report import build_report
 from pipeline.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("restore_logging")]
 
 D = Decimal
 NOW = dt.datetime.now(
