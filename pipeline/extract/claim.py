@@ -136,7 +136,9 @@ def claim_own(
 ) -> Claim:
     """Lease the given interactions that are still waiting (``received``/``queued``) and not
     held by another live lease, plus any interaction ``owner`` already holds (a task delivered
-    again takes back what it had topped up).
+    again takes back what it had topped up). Rows another transaction has locked are waited
+    for (a short write: the publisher marking them ``queued``, another task's claim) and then
+    judged as that transaction left them.
 
     Args:
         owner: the lease holder's token (the Celery task id).
@@ -158,7 +160,9 @@ def claim_own(
                 _lease_free(owner),
             )
             .order_by(Interaction.id)
-            .with_for_update(skip_locked=True)
+            # Wait for locks here, never skip: the publisher marking these rows queued holds
+            # them for a moment, and a skipped own interaction would wait for the sweeper.
+            .with_for_update()
         ).all()
         out.ids = _sort_out(session, [(int(i), int(n)) for i, n in rows], max_starts, out)
         _take(session, out.ids, owner, lease_s)

@@ -148,3 +148,26 @@ def test_the_outbox_sweeper_leaves_interactions_under_a_live_lease(
     result = sweep_outbox(db=db, dispatcher=recorder, settings=settings)  # type: ignore[arg-type]
     assert result.republished == ids[1:]
     assert recorder.published == [ids[1:]]
+
+
+def test_a_task_waits_for_its_own_interactions_while_the_publisher_holds_them(
+    db: Database, stored_interactions: Callable[..., list[int]]
+) -> None:
+    """The publisher marks a batch ``queued`` after publishing it; a worker that takes the task
+    at once meets the rows still locked by that UPDATE. It must wait and claim them, not skip
+    them (they would then wait for the outbox sweeper, minutes later)."""
+    ids = _queued(stored_interactions, 3)
+    locked = threading.Event()
+
+    def publisher() -> None:
+        with db.session(ALL_PROJECTS) as s:
+            s.execute(update(Interaction).where(Interaction.id.in_(ids)).values(status="queued"))
+            locked.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    assert locked.wait(10)
+    claimed = claim_batch(db, "task:p", ids, batch_size=3, linger_s=0, lease_s=LEASE_S)
+    thread.join()
+    assert claimed.ids == ids
