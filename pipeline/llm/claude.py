@@ -251,10 +251,13 @@ class ClaudeEngine(Budgeted):
         if not requests:
             return []
         workers = min(self._settings.claude_concurrency, len(requests))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claude") as pool:
-            return list(pool.map(self._one, requests))
+        with (
+            leases.Heartbeat(self._db, self._settings.budget_lease_s) as beat,
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claude") as pool,
+        ):
+            return list(pool.map(lambda request: self._one(request, beat), requests))
 
-    def _one(self, request: GenerationRequest) -> Generation:
+    def _one(self, request: GenerationRequest, beat: leases.Heartbeat) -> Generation:
         import anthropic
 
         params = self._params(request)
@@ -265,11 +268,9 @@ class ClaudeEngine(Budgeted):
         if isinstance(admitted, Refusal):
             return deferred(admitted.reason)
         started = time.perf_counter()
+        beat.hold(admitted.reservation.id)
         try:
-            with leases.heartbeat(
-                self._db, [admitted.reservation.id], self._settings.budget_lease_s
-            ):
-                message = self._client.messages.create(**admitted.params)
+            message = self._client.messages.create(**admitted.params)
         except anthropic.APIStatusError as exc:
             reservations.release(self._db, admitted.reservation.id, f"HTTP {exc.status_code}")
             reason = f"Claude answered HTTP {exc.status_code}: {exc.message}"
@@ -286,4 +287,6 @@ class ClaudeEngine(Budgeted):
         except BaseException:
             reservations.release(self._db, admitted.reservation.id, "interrupted")
             raise
+        finally:
+            beat.drop(admitted.reservation.id)
         return self._settle(admitted, message, int((time.perf_counter() - started) * 1000))

@@ -1,9 +1,9 @@
 """Budget reservations are leases: the call in flight renews them, the sweep frees lapsed ones.
 
 :func:`pipeline.spend.reservations.reserve` sets ``lease_expires_at`` to now +
-``PATTERNS_BUDGET_LEASE_S``; :func:`renew` pushes it forward while the call runs (a
-:func:`heartbeat` thread around a Messages call and its SDK retries; each poll of a Message
-Batch); :func:`pipeline.spend.reservations.release_stale` releases only lapsed leases.
+``PATTERNS_BUDGET_LEASE_S``; :func:`renew` pushes it forward while the call runs (one
+:class:`Heartbeat` thread around a Messages batch's calls and their SDK retries; each poll of a
+Message Batch); :func:`pipeline.spend.reservations.release_stale` releases only lapsed leases.
 """
 
 from __future__ import annotations
@@ -54,21 +54,41 @@ def renew(db: Database, reservation_ids: Iterable[uuid.UUID], lease_s: float) ->
     return {row[0] for row in rows}
 
 
-@contextmanager
-def heartbeat(db: Database, reservation_ids: Iterable[uuid.UUID], lease_s: float) -> Iterator[None]:
-    """Renew the reservations' leases every ``lease_s / 3`` seconds in a daemon thread while the
-    ``with`` block runs (e.g. an SDK call with its retries); stopped when the block exits.
+class Heartbeat:
+    """One daemon thread that renews the leases of the reservations held right now, every
+    ``lease_s / 3`` seconds, in one ``UPDATE`` per beat: calls in flight together (a Messages
+    batch's thread pool) :meth:`hold` their reservation before the SDK call and :meth:`drop` it
+    after. Use it as a context manager; the thread stops when the block exits.
 
-    A failed renewal is logged and tried again at the next beat, never raised: the call itself
-    must not fail because the database blinked (the lease covers two missed beats).
+    A failed renewal is logged and tried again at the next beat, never raised: a call must not
+    fail because the database blinked (the lease covers two missed beats).
     """
-    ids = list(reservation_ids)
-    stop = threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(lease_s / HEARTBEATS_PER_LEASE):
+    def __init__(self, db: Database, lease_s: float) -> None:
+        self._db, self._lease_s = db, lease_s
+        self._held: set[uuid.UUID] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="budget-lease", daemon=True)
+
+    def hold(self, reservation_id: uuid.UUID) -> None:
+        """Renew this reservation from the next beat on."""
+        with self._lock:
+            self._held.add(reservation_id)
+
+    def drop(self, reservation_id: uuid.UUID) -> None:
+        """Stop renewing it (its call is over: settle or release follows)."""
+        with self._lock:
+            self._held.discard(reservation_id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._lease_s / HEARTBEATS_PER_LEASE):
+            with self._lock:
+                ids = list(self._held)
+            if not ids:
+                continue
             try:
-                renewed = renew(db, ids, lease_s)
+                renewed = renew(self._db, ids, self._lease_s)
             except Exception as exc:  # logged; the next beat tries again
                 log.warning("budget_lease_renew_failed", error=str(exc))
                 continue
@@ -77,10 +97,20 @@ def heartbeat(db: Database, reservation_ids: Iterable[uuid.UUID], lease_s: float
                     "budget_lease_lost", reservations=[str(i) for i in ids if i not in renewed]
                 )
 
-    thread = threading.Thread(target=beat, name="budget-lease", daemon=True)
-    thread.start()
-    try:
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def heartbeat(db: Database, reservation_ids: Iterable[uuid.UUID], lease_s: float) -> Iterator[None]:
+    """Renew the given reservations' leases while the ``with`` block runs (a
+    :class:`Heartbeat` holding just them)."""
+    with Heartbeat(db, lease_s) as beat:
+        for reservation_id in reservation_ids:
+            beat.hold(reservation_id)
         yield
-    finally:
-        stop.set()
-        thread.join()
