@@ -133,7 +133,11 @@ def database_url(pg_server: object) -> Iterator[str]:
     from sqlalchemy import create_engine, text
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_server.get_uri(driver="psycopg"), isolation_level="AUTOCOMMIT")  # type: ignore[attr-defined]
+    admin = create_engine(
+        pg_server.get_uri(driver="psycopg"),  # type: ignore[attr-defined]
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=True,  # the fault tests restart the server mid-test
+    )
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
     yield pg_server.get_uri(database=name, driver="psycopg")  # type: ignore[attr-defined]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from pipeline.api.deps import DB, Caller, call
 from pipeline.api.schemas import ReviewOut
 from pipeline.errorfix.store import review
+from pipeline.intake.jsonsafe import INT64_MAX
 
 router = APIRouter(tags=["errorfix"])
 
@@ -21,10 +22,14 @@ router = APIRouter(tags=["errorfix"])
         403: {"description": "the error belongs to another project"},
         404: {"description": "no such error"},
         409: {"description": "the error has no suggested fix to review yet"},
+        422: {"description": "error_id is not a positive 64-bit integer, or verdict unknown"},
     },
 )
 async def review_fix(
-    error_id: int, verdict: Literal["accept", "reject"], db: DB, who: Caller
+    error_id: Annotated[int, Path(ge=1, le=INT64_MAX, description="typescript_errors.id")],
+    verdict: Literal["accept", "reject"],
+    db: DB,
+    who: Caller,
 ) -> ReviewOut:
     """Accept or reject the latest suggested fix of a TypeScript error. Accepted fixes become
     retrieval examples for later batches (``patterns errors accept|reject`` does the same)."""

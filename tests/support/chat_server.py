@@ -32,6 +32,12 @@ class ChatServer:
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered now."""
+        with self._lock:
+            return self._in_flight
+
     def answer(self, body: dict[str, Any]) -> Answer:
         """Record ``body`` and answer it (``script(last user message, times seen before)``)."""
         prompt = body["messages"][-1]["content"]

@@ -119,6 +119,8 @@ class Fault:
       each only when given. ``should_retry`` sets ``x-should-retry: true|false``.
     * ``malformed_output``: a 200 Message whose text is truncated JSON (not valid for the schema).
     * ``invalid_json_body``: a 200 whose HTTP body is not JSON at all.
+    * ``delay_s``: sleep this long before answering (longer than the client's timeout: a
+      timeout; the answer then goes to a closed connection).
     """
 
     status: int = 200
@@ -128,6 +130,7 @@ class Fault:
     message: str | None = None
     malformed_output: bool = False
     invalid_json_body: bool = False
+    delay_s: float = 0.0
 
 
 class ApiError(Exception):
@@ -593,6 +596,12 @@ class MessagesAPIServer:
         with self._lock:
             self._faults.extend(faults)
 
+    @property
+    def faults_left(self) -> int:
+        """Queued faults not yet consumed."""
+        with self._lock:
+            return len(self._faults)
+
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
@@ -900,6 +909,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "anthropic-version: header is required")
         if method == "POST" and path in ("/v1/messages", "/v1/messages/count_tokens"):
             fault = self.api._next_fault()
+            if fault is not None and fault.delay_s:
+                time.sleep(fault.delay_s)
             if fault is not None and fault.status != 200:
                 self._send_fault(fault)
                 return
