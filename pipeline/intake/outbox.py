@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import Exists, case, exists, func, or_, select, update
 
 from pipeline.db.engine import ALL_PROJECTS, Database
-from pipeline.db.models import Interaction
-from pipeline.db.status import WAITING_STATUSES, InteractionStatus
+from pipeline.db.models import BudgetReservation, Interaction
+from pipeline.db.status import WAITING_STATUSES, InteractionStatus, ReservationStatus
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import PipelineError
 from pipeline.settings import Settings
@@ -161,6 +161,15 @@ class SweepResult:
     skipped_locked: bool = False
 
 
+def _live_reservation() -> Exists:
+    """A ``reserved`` budget reservation of the interaction whose lease has not lapsed."""
+    return exists().where(
+        BudgetReservation.interaction_id == Interaction.id,
+        BudgetReservation.status == ReservationStatus.RESERVED.value,
+        BudgetReservation.lease_expires_at >= func.now(),
+    )
+
+
 def sweep_outbox(*, db: Database, dispatcher: Dispatcher, settings: Settings) -> SweepResult:
     """Run one sweep: examine up to ``outbox_sweep_limit`` stale interactions (oldest first),
     mark the hopeless ones ``dead`` and publish the others again in batches of
@@ -189,6 +198,9 @@ def sweep_outbox(*, db: Database, dispatcher: Dispatcher, settings: Settings) ->
                     Interaction.lease_expires_at.is_(None),
                     Interaction.lease_expires_at < func.now(),
                 ),
+                # A Claude call on it is in flight: its budget reservation's lease is renewed
+                # while the call runs (pipeline.spend.leases), and lapses if its worker died.
+                ~_live_reservation(),
             )
             .order_by(last_publish, Interaction.id)
             .limit(settings.outbox_sweep_limit)

@@ -110,3 +110,61 @@ def test_messages_api_faults_in_turn_never_overspend_or_leak(
     assert by_provider.get("claude", 0) > 0 and reservations.get("settled", 0) > 0
     # The cap bound: what the budget did not admit went to the local model.
     assert by_provider.get("local", 0) > 0, by_provider
+
+
+def test_claude_worker_killed_mid_call_releases_and_redoes(
+    database_url: str, db: Database, redis_url: str, data_dir: Path, tmp_path: Path,
+    die_with_parent: Callable[[], None],
+) -> None:  # fmt: skip
+    """The Claude worker killed (SIGKILL) twice while its Messages call is in flight: the dead
+    call's reservation lapses (lease 10 s) and the sweep releases it, Redis redelivers the task
+    (visibility 8 s), and the call is made again; nothing is left reserved or spent twice."""
+    n, kills = 8, 2
+    with db.session(ALL_PROJECTS) as s:
+        ids = store(s, interactions(n, "claude-kill")).interaction_ids
+    dispatcher = publisher(redis_url)
+    with MessagesAPIServer(response_delay_s=3.0) as api, chat_server(scripted_model) as (url, _):
+        env = worker_env(
+            database_url, redis_url, data_dir, **local_model_env(url, BATCH),
+            PATTERNS_LLM_STRATEGY="claude_only", PATTERNS_DAILY_BUDGET_USD="1",
+            PATTERNS_BUDGET_LEASE_S="10", PATTERNS_BROKER_VISIBILITY_TIMEOUT_S="8",
+            # Longer than a worker's restart: the hand-off to Claude has no lease of its own
+            # until the Claude worker reserves (the default is 600 s).
+            PATTERNS_OUTBOX_STALE_AFTER_S="20",
+            ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=api.base_url,
+        )  # fmt: skip
+        rig = Rig(env, tmp_path, die_with_parent)
+        with sweep_beat(redis_url):
+            try:
+                for name in ("extract", "claude", "embed"):
+                    rig.start(name, name)
+                started = time.monotonic()
+                assert publish_pending(db, dispatcher, ids, BATCH) == n
+                for _ in range(kills):
+                    seen = len(api.requests_to("/v1/messages"))
+                    wait_until(
+                        lambda: len(api.requests_to("/v1/messages")) > seen,  # noqa: B023
+                        120, rig.tail, 0.02,
+                    )  # fmt: skip
+                    rig.restart("claude")  # mid-call: the answer takes 3 s
+                wait_until(
+                    lambda: check(db, ids).lost == 0 and check(db, ids).reservations_open == 0,
+                    300, lambda: f"{check(db, ids)}\n{rig.tail()}",
+                )  # fmt: skip
+                took = time.monotonic() - started
+            finally:
+                rig.stop_all()
+    inv = check(db, ids)
+    with db.session(ALL_PROJECTS) as s:
+        released = s.scalars(
+            select(BudgetReservation.reason).where(BudgetReservation.status == "released")
+        ).all()
+    record(
+        "Claude worker SIGKILLed mid-call", f"{n} interactions, claude_only, cap $1",
+        f"{kills} SIGKILLs of the claude worker with a Messages call in flight", inv,
+        "pytest tests/faults/test_fault_claude.py -k killed",
+    )  # fmt: skip
+    print(f"{inv} in {took:.0f} s; released: {released}")
+    inv.assert_clean()
+    assert inv.extracted == n
+    assert len(released) >= kills, released  # the dead calls' reservations, freed by the sweep

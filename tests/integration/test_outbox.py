@@ -216,3 +216,36 @@ def test_beat_command_runs_the_sweep_schedule(tmp_path: Path, redis_url: str) ->
     assert f"db -> {data / 'celerybeat-schedule'}" in text_
     assert "sweep-outbox" in text_ or "patterns.sweep_outbox" in text_, text_[-3000:]
     assert list(data.glob("celerybeat-schedule*"))
+
+
+def test_sweep_leaves_interactions_with_a_claude_call_in_flight(
+    db: Database, redis_url: str, queued_tasks: Any
+) -> None:
+    """An interaction handed to Claude holds no extract lease; its call's budget reservation is
+    the lease: while it is live the sweep leaves the interaction alone, once it lapsed (the
+    worker died) the interaction is published again."""
+    from decimal import Decimal
+
+    from pipeline.db.models import BudgetReservation
+    from pipeline.spend.reservations import reserve
+
+    settings = _settings(redis_url, daily_budget_usd=Decimal("1"))
+    dispatcher = CeleryDispatcher(make_celery(settings), retry=False)
+    at_claude, lapsed, plain = (_store(db, 3)[i : i + 1] for i in range(3))
+    _age(db, at_claude + lapsed + plain, 700, status="queued", attempts=1)
+    for iid in at_claude + lapsed:
+        held = reserve(db, settings=settings, model="m", amount_usd=Decimal("0.01"),
+                       task_type="pattern_extraction", interaction_id=iid)  # fmt: skip
+        assert held is not None
+    with db.session(ALL_PROJECTS) as s:
+        s.execute(
+            update(BudgetReservation)
+            .where(BudgetReservation.interaction_id.in_(lapsed))
+            .values(lease_expires_at=func.now() - dt.timedelta(seconds=1))
+        )
+
+    result = sweep_outbox(db=db, dispatcher=dispatcher, settings=settings)
+
+    assert sorted(result.republished) == sorted(lapsed + plain)
+    assert _rows(db)[at_claude[0]][:2] == ("queued", 1)
+    assert sorted(i for _, (ids,) in queued_tasks() for i in ids) == sorted(lapsed + plain)

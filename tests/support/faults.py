@@ -333,12 +333,12 @@ def sweep_beat(redis_url: str, every_s: float = 3.0) -> Iterator[list[int]]:
 
 def worker_env(database_url: str, redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of the scenario's workers: the test database and Redis, short sweeps
-    (outbox and embeddings stale after 5 s), and ``extra`` (``PATTERNS_*`` settings)."""
+    (outbox and embeddings stale after 5 s), then ``extra`` (``PATTERNS_*`` settings, which win)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
     env.update(
         DATABASE_URL=database_url, REDIS_URL=redis_url, PATTERNS_DATA_DIR=str(data_dir),
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
         PATTERNS_OUTBOX_STALE_AFTER_S="5", PATTERNS_EMBED_STALE_AFTER_S="5",
-        **extra,
     )  # fmt: skip
+    env.update(extra)
     return env
