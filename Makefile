@@ -24,6 +24,12 @@ $(VENV)/.installed: pyproject.toml
 	@if command -v npm >/dev/null 2>&1; then \
 		npm install --prefix .tools --no-audit --no-fund --silent typescript@5.9.3; \
 	else echo "npm not found: suggested TypeScript fixes will not be compiled"; fi
+	@# The explorer's scripts (/ui): htmx and Cytoscape.js, served by the API itself (no CDN).
+	@# Optional as well: without them the pages still work and the graph says how to get it.
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix .tools/ui --save-exact --no-audit --no-fund --silent \
+			htmx.org@2.0.11 cytoscape@3.35.0; \
+	else echo "npm not found: the explorer's graph (/ui/graph) will not be drawn"; fi
 	touch $@
 
 run: install

@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 
 from pipeline.settings_extract import ExtractSettings
 from pipeline.settings_github import GitHubRecoverSettings
+from pipeline.settings_ui import UISettings
 from pipeline.types import Strategy, TaskType
 
 APP_NAME = "pattern-pipeline"
@@ -47,7 +48,7 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
-class Settings(ExtractSettings, GitHubRecoverSettings):
+class Settings(ExtractSettings, GitHubRecoverSettings, UISettings):
     """All configuration of the pipeline.
 
     Fields without an alias are read from ``PATTERNS_<FIELD NAME>`` (case-insensitive).

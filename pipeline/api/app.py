@@ -1,6 +1,7 @@
 """The HTTP API (FastAPI): GitHub webhooks, the interactions API, error-fix review, health,
-readiness, metrics and costs. One router per concern; :class:`~pipeline.api.deps.AppState`
-carries the database, the dispatcher and the settings to every route through ``Depends``.
+readiness, metrics and costs, and the explorer at ``/ui`` (:mod:`pipeline.ui`). One router per
+concern; :class:`~pipeline.api.deps.AppState` carries the database, the dispatcher and the
+settings to every route through ``Depends``.
 
 Producers only store and enqueue: a request commits its rows (``webhook_deliveries`` and
 ``interactions``, status ``received``) in one transaction, then publishes the extract task and
@@ -35,6 +36,7 @@ from pipeline.errors import (
 from pipeline.settings import Settings
 from pipeline.store.embedder import Embedder
 from pipeline.store.live import Feed
+from pipeline.ui import app as ui
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +99,7 @@ def create_app(
         errorfix.router,
     ):  # fmt: skip
         app.include_router(router)
+    app.mount(ui.MOUNT, ui.create_ui(state))  # the explorer (pipeline/ui), its own cookie
 
     @app.exception_handler(DatabaseUnavailableError)
     async def database_unavailable(_: Request, exc: DatabaseUnavailableError) -> JSONResponse:

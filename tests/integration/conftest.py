@@ -5,42 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
+from support.asgi_server import serve_asgi
 
 from pipeline.db.engine import ALL_PROJECTS
-
-
-@contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture()
 def live_server() -> Callable[[Any], AbstractContextManager[str]]:
     """``with live_server(app) as base_url:`` runs an ASGI app under uvicorn on 127.0.0.1."""
-    return _serve
+    return serve_asgi
 
 
 def _queued_tasks(redis_url: str, queue: str = "extract.local") -> list[tuple[str, list[Any]]]:
