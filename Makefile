@@ -46,9 +46,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Every benchmark (reduced sizes: under 20 minutes on 2 cores; BENCH_FULL=1 for the full ones):
+# writes bench/results.json and the plots under docs/, prints the table (docs/PERFORMANCE.md).
 bench: install
-	$(PY) bench/extract_throughput.py
-	$(PY) bench/webhook_load.py
+	$(PY) bench/run_all.py
 
 up:
 	docker compose up -d

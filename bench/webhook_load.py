@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import emit
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "github" / "celery-pull-requests.jsonl.gz"
 PATTERNS = Path(sys.executable).with_name("patterns")
@@ -249,7 +251,7 @@ def main() -> None:
         },
         "every_delivery_stored_exactly_once": ok,
     }
-    print(json.dumps(result, indent=2))
+    emit(result)
     if not ok:
         raise SystemExit(1)
 

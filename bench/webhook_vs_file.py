@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import emit
 from sqlalchemy import Engine, create_engine, text
 from webhook_load import CORPUS, PATTERNS, _free_port, _load, _signed, scratch
 
@@ -175,11 +176,11 @@ def main() -> None:
         broker.close()
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
-    print(json.dumps({
+    emit({
         "deliveries_per_side": n, "webhook_senders": SENDERS, "file_ingest": file_run,
         "webhooks": hook_run,
         "ratio": round(hook_run["interactions_per_s"] / file_run["interactions_per_s"], 3),
-    }, indent=2))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

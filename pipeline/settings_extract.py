@@ -49,6 +49,13 @@ class ExtractSettings(BaseSettings):
     vllm_enforce_eager: bool = Field(
         default=True, description="Skip torch.compile/graph capture: faster start-up on CPU."
     )
+    vllm_prefix_caching: bool = Field(
+        default=False,
+        description="vLLM's automatic prefix caching (the shared system prompt and example are "
+        "computed once). Off by default: vLLM 0.32's CPU build fails a whole batch ('CPU "
+        "Generator does not use offset') when a seeded request sampled above temperature 0 "
+        "(our retries) is prefilled in chunks with it on. Measured hit rate: docs/PERFORMANCE.md.",
+    )
     extract_max_tokens: int = Field(default=512, ge=16)
     extract_retry_max_tokens: int = Field(default=1024, ge=16)
     extract_retry_temperature: float = Field(default=0.3, ge=0)

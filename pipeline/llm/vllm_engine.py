@@ -5,6 +5,12 @@ continuous batching schedules them together. Output is constrained with vLLM str
 (xgrammar, JSON schema, no free whitespace: without that switch SmolLM2 filled its token budget with
 blank lines in 30 of 32 answers).
 
+With prefix caching (``PATTERNS_VLLM_PREFIX_CACHING``; off by default, see the setting for the
+vLLM CPU bug): every extraction prompt starts with the same system prompt and worked example,
+whose KV blocks vLLM then computes once and reuses (automatic prefix caching). The
+engine counts prompt tokens and prefix-cache hits (vLLM's ``num_cached_tokens`` per request):
+:meth:`VLLMEngine.prefix_cache_stats`; ``bench/extract_throughput.py`` reports the hit rate.
+
 The engine starts worker processes: build it under ``if __name__ == "__main__":`` or in a worker
 process (Celery ``solo``/``threads`` pool), never at import time.
 """
@@ -100,6 +106,7 @@ class VLLMEngine:
         memory_fraction: float = 0.2,
         enforce_eager: bool = True,
         seed: int = 0,
+        enable_prefix_caching: bool = False,
     ) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
@@ -110,6 +117,8 @@ class VLLMEngine:
             ) from exc
         self.model_name = Path(model).name if Path(model).exists() else model
         self.max_model_len = max_model_len
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
         dtype = resolve_dtype(dtype)
         log.info("vllm_dtype", dtype=dtype)
         # The engine's processes must not outlive this one, however it ends (a SIGKILL too).
@@ -122,6 +131,7 @@ class VLLMEngine:
             gpu_memory_utilization=memory_fraction,
             enforce_eager=enforce_eager,
             seed=seed,
+            enable_prefix_caching=enable_prefix_caching,
             structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         )
         self._tokenizer = self._llm.get_tokenizer()
@@ -139,6 +149,7 @@ class VLLMEngine:
             memory_fraction=settings.vllm_memory_fraction,
             enforce_eager=settings.vllm_enforce_eager,
             seed=settings.seed,
+            enable_prefix_caching=settings.vllm_prefix_caching,
         )
 
     def close(self) -> None:
@@ -154,6 +165,19 @@ class VLLMEngine:
         finally:
             left = reaper.terminate(getattr(self, "_processes", []))
             log.info("vllm_closed", seconds=round(time.perf_counter() - started, 2), forced=left)
+
+    def prefix_cache_stats(self) -> dict[str, float]:
+        """Prompt tokens sent since start (or the last reset), how many of them vLLM served from
+        its prefix cache, and the hit rate (cached / prompt tokens, 0 when none were sent)."""
+        rate = self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+        return {"prompt_tokens": self.prompt_tokens, "cached_prompt_tokens":
+                self.cached_prompt_tokens, "hit_rate": round(rate, 4)}  # fmt: skip
+
+    def reset_prefix_cache(self) -> None:
+        """Empty vLLM's prefix cache and zero the counts (benchmarks: each measured run starts
+        cold, so one run cannot reuse another's prompts)."""
+        self._llm.reset_prefix_cache()
+        self.prompt_tokens = self.cached_prompt_tokens = 0
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         ids: Any = self._tokenizer.apply_chat_template(
@@ -209,6 +233,8 @@ class VLLMEngine:
                 raise PermanentError(f"vLLM rejected the batch: {exc}") from exc
             for i, out in zip(send, outputs, strict=True):
                 completion = out.outputs[0]
+                self.prompt_tokens += len(out.prompt_token_ids or [])
+                self.cached_prompt_tokens += int(getattr(out, "num_cached_tokens", 0) or 0)
                 results[i] = Generation(
                     text=completion.text,
                     finish_reason=str(completion.finish_reason or "stop"),

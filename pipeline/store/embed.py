@@ -6,6 +6,14 @@ naming the same identifiers) merges into it (:mod:`pipeline.store.merge`).
 One transaction per project, under its row-level security and holding its writer lock
 (:func:`pipeline.store.events.lock_projects`): two embed workers cannot merge one idea twice, and
 whichever of a close pair is embedded second finds the other.
+
+The twins of a batch are looked up in one statement (:func:`_twin_candidates`: each new
+pattern's nearest candidates over the HNSW index, as :func:`pipeline.store.merge.embedding_twin`
+finds them) instead of a search per pattern, which cost more than the vectors' own writes
+(docs/PERFORMANCE.md). Merges inside the batch only ever deactivate patterns, so a pattern's
+candidates less those deactivated since are the head of what a search at its turn would return;
+where that head decides nothing and something was taken out of it, the pattern is searched for
+again on its own (:func:`_decide`), so the outcome is the per-pattern search's.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from pipeline.db.engine import ALL_PROJECTS, Database, ProjectScope
@@ -26,7 +34,8 @@ from pipeline.github.feedback import feedback_candidates
 from pipeline.settings import Settings
 from pipeline.store.embedder import Embedder, pattern_text
 from pipeline.store.events import NewEvent, lock_projects, record
-from pipeline.store.merge import embedding_twin, merge_into
+from pipeline.store.lifecycle import may_merge_by_embedding
+from pipeline.store.merge import EMBEDDING_CANDIDATES, Twin, embedding_twin, merge_into
 
 log = structlog.get_logger(__name__)
 
@@ -93,8 +102,10 @@ def _embed_and_merge(
     )
     events: list[NewEvent] = []
     merged = 0
+    candidates = _twin_candidates(session, [pid for pid, _ in embedded])
+    deactivated: set[uuid.UUID] = set()
     for pid, _ in embedded:
-        twin = embedding_twin(session, pid, settings.merge_max_distance)
+        twin = _decide(session, pid, candidates.get(pid), deactivated, settings.merge_max_distance)
         if twin is None:
             continue
         canonical, other = (twin.id, pid) if twin.older else (pid, twin.id)
@@ -102,10 +113,66 @@ def _embed_and_merge(
             session, canonical_id=canonical, merged_id=other, settings=settings,
             match="embedding", distance=twin.distance,
         )  # fmt: skip
+        deactivated.add(other)
         merged += 1 if found else 0
         events += found
     record(session, events)
     return merged
+
+
+#: Each new pattern's nearest active candidates of its project and type, from other
+#: interactions: the search of :func:`pipeline.store.merge.embedding_twin`, for many at once
+#: (a LATERAL join runs one HNSW index scan per pattern inside one statement).
+_CANDIDATES = text(
+    "SELECT me.id AS pid, me.title AS my_title, me.created_at AS my_created,"
+    " me.source_interaction_id AS my_source, c.id, c.title, c.created_at,"
+    " c.source_interaction_id, c.d"
+    " FROM patterns me CROSS JOIN LATERAL ("
+    "  SELECT q.id, q.title, q.created_at, q.source_interaction_id,"
+    "   q.embedding <=> me.embedding AS d FROM patterns q"
+    "  WHERE q.project_id = me.project_id AND q.type = me.type AND q.is_active"
+    "   AND q.id <> me.id AND q.embedding IS NOT NULL"
+    "   AND q.source_interaction_id IS DISTINCT FROM me.source_interaction_id"
+    "  ORDER BY q.embedding <=> me.embedding LIMIT :k) c"
+    " WHERE me.id = ANY(:ids) AND me.is_active AND me.embedding IS NOT NULL"
+)
+
+
+def _twin_candidates(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    """Pattern id → its candidate rows (module docstring), nearest first."""
+    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    out: dict[uuid.UUID, list[Any]] = {pid: [] for pid in ids}
+    for row in session.execute(_CANDIDATES, {"ids": list(ids), "k": EMBEDDING_CANDIDATES}):
+        out[row.pid].append(row)
+    for rows in out.values():
+        rows.sort(key=lambda r: float(r.d))
+    return out
+
+
+def _decide(
+    session: Session,
+    pid: uuid.UUID,
+    candidates: list[Any] | None,
+    deactivated: set[uuid.UUID],
+    max_distance: float,
+) -> Twin | None:
+    """``pid``'s embedding twin, as :func:`pipeline.store.merge.embedding_twin` finds it, from
+    its precomputed ``candidates`` less the patterns ``deactivated`` since (module docstring);
+    searches again where those cannot decide."""
+    if pid in deactivated or candidates is None:
+        return embedding_twin(session, pid, max_distance)
+    left = [c for c in candidates if c.id not in deactivated]
+    for row in left:
+        d = float(row.d)
+        if d > max_distance:
+            return None
+        if may_merge_by_embedding(row.my_title, row.title):
+            theirs = (row.created_at, row.source_interaction_id or 0, str(row.id))
+            mine = (row.my_created, row.my_source or 0, str(pid))
+            return Twin(row.id, row.title, round(d, 4), theirs < mine)
+    if len(left) < len(candidates):  # the search at this turn may reach further: ask it
+        return embedding_twin(session, pid, max_distance)
+    return None
 
 
 @dataclass(frozen=True)
