@@ -64,3 +64,8 @@ class Dispatcher(Protocol):
     def feedback(self, interaction_ids: Sequence[int]) -> None:
         """Publish GitHub feedback comments for the interactions' deliveries (embed queue)."""
         ...
+
+    def cross_check(self, interaction_ids: Sequence[int]) -> None:
+        """Publish the Claude cross-check of the interactions' local extractions (claude
+        queue; :func:`pipeline.quality.crosscheck.cross_check_batch`)."""
+        ...

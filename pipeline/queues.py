@@ -35,14 +35,17 @@ class TaskName(StrEnum):
     SWEEP_OUTBOX = "patterns.sweep_outbox"
     ERRORFIX = "patterns.errorfix_batch"
     GITHUB_RECOVER = "patterns.github_recover"
+    GITHUB_VERDICTS = "patterns.github_verdicts"
+    CROSS_CHECK = "patterns.cross_check"
 
 
 #: Task → queue. Nothing that beat schedules goes to the extract queue, whose GPU workers scale
 #: to zero when it is empty: the outbox sweep has its own light queue, consumed by the embed
 #: workers, and holds its re-publishing while extract messages are waiting, so a backlog is not
 #: mistaken for lost messages (:func:`pipeline.ops.housekeeping.sweep`). The hourly
-#: missed-delivery recovery goes where the sweep goes. The error-fix batch is the work itself
-#: (Claude calls), on its own workers. Feedback follows embedding on the embed workers.
+#: missed-delivery recovery and the poll of people's verdicts on our feedback comments go where
+#: the sweep goes. The error-fix batch is the work itself (Claude calls), on its own workers.
+#: Feedback follows embedding on the embed workers.
 TASK_QUEUES: dict[TaskName, str] = {
     TaskName.EXTRACT: QUEUE_EXTRACT,
     TaskName.ANALYZE_LOCAL: QUEUE_EXTRACT,
@@ -52,6 +55,8 @@ TASK_QUEUES: dict[TaskName, str] = {
     TaskName.FEEDBACK: QUEUE_EMBED,
     TaskName.ERRORFIX: QUEUE_ERRORFIX,
     TaskName.GITHUB_RECOVER: QUEUE_HOUSEKEEPING,
+    TaskName.GITHUB_VERDICTS: QUEUE_HOUSEKEEPING,
+    TaskName.CROSS_CHECK: QUEUE_CLAUDE,
 }
 
 

@@ -16,7 +16,9 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_valid
 from pydantic_settings import SettingsConfigDict
 
 from pipeline.settings_extract import ExtractSettings
+from pipeline.settings_feedback import FeedbackSettings
 from pipeline.settings_github import GitHubRecoverSettings
+from pipeline.settings_quality import QualitySettings
 from pipeline.settings_ui import UISettings
 from pipeline.types import Strategy, TaskType
 
@@ -48,7 +50,9 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
-class Settings(ExtractSettings, GitHubRecoverSettings, UISettings):
+class Settings(
+    ExtractSettings, GitHubRecoverSettings, FeedbackSettings, QualitySettings, UISettings
+):
     """All configuration of the pipeline.
 
     Fields without an alias are read from ``PATTERNS_<FIELD NAME>`` (case-insensitive).

@@ -41,6 +41,7 @@ TASK_MODULES = (
     "workers.feedback",
     "workers.errorfix",
     "workers.recover",
+    "workers.verdicts",
 )
 
 #: What a task retries: the library's transient failures, and SQLAlchemy's connection-level
@@ -73,15 +74,23 @@ BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
-    """:data:`BEAT_SCHEDULE`, plus the missed-delivery recovery every
-    ``github_recover_interval_s`` seconds when a GitHub token and hooks are configured and the
-    interval is not 0."""
+    """:data:`BEAT_SCHEDULE`, plus, with a GitHub token: the missed-delivery recovery every
+    ``github_recover_interval_s`` seconds when hooks are configured, and the poll of people's
+    verdicts on our feedback comments every ``verdicts_poll_interval_s`` seconds (GitHub sends
+    no webhook for reactions); an interval of 0 disables either."""
     schedule = dict(BEAT_SCHEDULE)
+    if settings.github_token is None:
+        return schedule
     interval = settings.github_recover_interval_s
-    if settings.github_token is not None and settings.github_hooks and interval > 0:
+    if settings.github_hooks and interval > 0:
         schedule["github-recover"] = {
             "task": TaskName.GITHUB_RECOVER.value,
             "schedule": float(interval),
+        }
+    if settings.verdicts_poll_interval_s > 0:
+        schedule["github-verdicts"] = {
+            "task": TaskName.GITHUB_VERDICTS.value,
+            "schedule": float(settings.verdicts_poll_interval_s),
         }
     return schedule
 

@@ -1,4 +1,5 @@
-"""Claude tasks (``claude`` queue): extraction or strategic analysis under the day's budget.
+"""Claude tasks (``claude`` queue): extraction or strategic analysis under the day's budget,
+and the quality cross-check of local extractions.
 
 What Claude defers (the budget cannot admit it, or Claude stays unavailable through its retries)
 goes back to the local queue, so no work fails because the budget ran out.
@@ -34,3 +35,20 @@ def claude_batch_task(
         claude_mode=mode,
     )
     return dataclasses.asdict(summary)
+
+
+@app.task(name=TaskName.CROSS_CHECK.value, **RETRY_POLICY)
+def cross_check_task(interaction_ids: list[int]) -> dict[str, Any]:
+    """Cross-check the local extractions of the interactions on Claude, under the budget."""
+    from pipeline.quality.crosscheck import cross_check_batch
+
+    res = resources.current()
+    result = cross_check_batch(
+        db=res.db(),
+        engine=res.claude_engine(),
+        embedder=res.embedder(),
+        settings=res.settings,
+        interaction_ids=[int(i) for i in interaction_ids],
+    )
+    return {"checked": len(result.checked), "deferred": len(result.deferred),
+            "confirmed": result.confirmed, "uncertain": result.uncertain}  # fmt: skip

@@ -103,3 +103,7 @@ class CeleryDispatcher:
     def feedback(self, interaction_ids: Sequence[int]) -> None:
         """Send ``patterns.post_feedback``."""
         self._send(TaskName.FEEDBACK, [list(interaction_ids)])
+
+    def cross_check(self, interaction_ids: Sequence[int]) -> None:
+        """Send ``patterns.cross_check``."""
+        self._send(TaskName.CROSS_CHECK, [list(interaction_ids)])

@@ -3,7 +3,8 @@
 ``run`` processes files to completion and ``ingest`` only stores and enqueues them
 (:mod:`.run`); ``worker``, ``beat``, ``serve`` and ``flower`` run services (:mod:`.services`,
 :mod:`.flower`); ``stats``, ``db upgrade`` and ``apikey`` work on the database (:mod:`.data`);
-``costs``, ``report`` and ``errors`` report and review; ``model path`` prints the local
+``costs``, ``report`` and ``errors`` report and review; ``eval`` scores extraction against
+labelled deliveries (:mod:`.evaluate`); ``model path`` prints the local
 model's folder (:mod:`.model`); ``github recover`` asks GitHub to redeliver missed webhook
 deliveries (:mod:`.github`). Each command builds the settings once
 (:func:`.common.start`) and passes them down.
@@ -20,6 +21,7 @@ from pipeline.cli import (
     costs,
     data,
     errors,
+    evaluate,
     github,
     model,
     monitor,
@@ -43,6 +45,7 @@ app.command("stats")(data.stats)
 app.command("search")(search.search)
 app.command("costs")(costs.costs)
 app.command("report")(report.report)
+app.command("eval")(evaluate.eval_)
 app.add_typer(data.db_app, name="db")
 app.add_typer(data.apikey_app, name="apikey")
 app.add_typer(errors.errors_app, name="errors")

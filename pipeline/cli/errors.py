@@ -91,10 +91,31 @@ def reject(error_id: int) -> None:
 
 @errors_app.command("report")
 def report(json_out: JsonOut = False) -> None:
-    """Errors by status and the acceptance rate of reviewed suggestions."""
+    """Errors by status, the acceptance rate of reviewed suggestions, and the compile and resolve
+    rates of the latest suggestions (tsc), before and after the compiler-in-the-loop retry."""
     settings = start(json_logs=True)
     from pipeline.errorfix.store import acceptance
 
     with open_db(settings) as db:
         result = acceptance(db).as_dict()
-    typer.echo(json.dumps(result, sort_keys=True) if json_out else str(result))
+    if json_out:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+
+    def pct(rate: float | None) -> str:
+        return "-" if rate is None else f"{100 * rate:.1f}%"
+
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(result["by_status"].items())) or "none"
+    checks = ", ".join(f"{k} {v}" for k, v in sorted(result["by_check"].items())) or "none"
+    typer.echo(f"errors: {statuses}")
+    typer.echo(
+        f"acceptance rate {pct(result['acceptance_rate'])} "
+        f"({result['accepted']} accepted, {result['rejected']} rejected)"
+    )
+    typer.echo(f"tsc checks of the latest suggestions: {checks}")
+    first_compile, first_resolve = result["first_compile_rate"], result["first_resolve_rate"]
+    typer.echo(
+        f"compile rate {pct(result['compile_rate'])} (first fix {pct(first_compile)}), "
+        f"resolve rate {pct(result['resolve_rate'])} (first fix {pct(first_resolve)}); "
+        f"{result['checked']} checked, {result['retried']} sent back to the model"
+    )

@@ -1,5 +1,7 @@
 """``patterns github recover``: ask GitHub to redeliver the webhook deliveries it failed to make
-and that we never stored (:func:`pipeline.github.recover.recover`)."""
+and that we never stored (:func:`pipeline.github.recover.recover`). ``patterns github verdicts``:
+read the reactions and replies on our feedback comments now
+(:func:`pipeline.github.verdict_poll.poll_verdicts`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import typer
 from pipeline.cli.common import err, open_db, start
 from pipeline.errors import ConfigurationError, InvalidValueError
 
-github_app = typer.Typer(help="GitHub: recover missed webhook deliveries.", no_args_is_help=True)
+github_app = typer.Typer(
+    help="GitHub: recover missed webhook deliveries; read people's verdicts.", no_args_is_help=True
+)
 
 
 @github_app.command("recover")
@@ -71,4 +75,43 @@ def recover(
         for line in summary.messages:
             err.print(line, markup=False)
     if not summary.ok:
+        raise typer.Exit(1)
+
+
+@github_app.command("verdicts")
+def verdicts(
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON line.")
+    ] = False,
+) -> None:
+    """Poll the reactions (👍/👎) and quoting replies on our feedback comments of the last
+    PATTERNS_VERDICTS_WINDOW_DAYS and turn them into validations or contradictions of the
+    patterns each comment listed (what beat runs every PATTERNS_VERDICTS_POLL_INTERVAL_S). Exit
+    1 when a thread could not be read or GitHub's rate limit stopped the poll; 2 without
+    PATTERNS_GITHUB_TOKEN."""
+    from pipeline.github.client import HttpxGitHubClient
+    from pipeline.github.verdict_poll import poll_verdicts
+
+    settings = start(json_logs=json_out)
+    try:
+        client = HttpxGitHubClient.from_settings(settings)
+    except ConfigurationError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        with open_db(settings) as db:
+            summary = poll_verdicts(db, client, settings)
+    finally:
+        client.close()
+    if json_out:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        typer.echo(
+            f"threads {summary.threads}, comments {summary.comments}, added {summary.added}, "
+            f"changed {summary.changed}, withdrawn {summary.withdrawn}, patterns "
+            f"{summary.patterns}, errors {summary.errors}"
+        )
+        for line in summary.messages:
+            err.print(line, markup=False)
+    if summary.errors or summary.rate_limited:
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pipeline.cli.common import open_db, start
 from pipeline.db.engine import ALL_PROJECTS
+from pipeline.ops.quality import signal_lines
 from pipeline.ops.report import Report
 
 
@@ -50,6 +51,19 @@ def _print(report: Report, console: Console) -> None:
         for r in q.top_failure_reasons:
             reasons.add_row(str(r.count), r.reason)
         console.print(reasons)
+
+    signals = Table(title="label-free signals (patterns created in the window)", show_header=False)
+    for label, value in signal_lines(report.signals):
+        signals.add_row(label, value)
+    console.print(signals)
+    if report.cross_checks:
+        checks = Table(title="Claude cross-check (agreement per task type)")
+        for column in ("task type", "samples", "agreement", "routing uses it", "alert"):
+            checks.add_column(column, justify="left" if column == "task type" else "right")
+        for a in report.cross_checks:
+            checks.add_row(a.task_type.value, str(a.samples), f"{a.rate:.1%}",
+                           "yes" if a.in_use else "no", "ALERT" if a.alert else "")  # fmt: skip
+        console.print(checks)
 
     c = report.response_cache
     rate = "-" if c.hit_rate is None else f"{c.hit_rate:.1%}"

@@ -42,7 +42,8 @@ Verbose = Annotated[
 
 #: The rows of the summary table ``run`` prints, in order.
 SUMMARY_ROWS = (
-    "mode", "interactions", "extracted", "failed", "skipped", "patterns", "patterns_active",
+    "mode", "interactions", "extracted", "skipped_trivial", "failed", "skipped", "patterns",
+    "patterns_active",
     "merged", "embedded",
     "relationships", "validations", "recommendations", "analyses", "llm_calls", "cache_hits",
     "deferred_to_local", "tokens_out", "cost_usd", "seconds", "model_load_seconds",

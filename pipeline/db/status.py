@@ -145,6 +145,26 @@ class CodeAnalysisStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class VerdictSource(StrEnum):
+    """Where a person's verdict on a feedback comment came from (``feedback_verdicts.source``):
+    a 👍/👎 ``reaction`` on the comment, or a ``reply`` that quotes a listed pattern."""
+
+    REACTION = "reaction"
+    REPLY = "reply"
+
+
+class FixCheck(StrEnum):
+    """What the TypeScript compiler said of a suggested fix (``code_analysis.check_status``,
+    ``typescript_errors.fix_check``): ``verified`` compiles and no longer reports its error
+    code; ``does_not_compile``, its error code is gone but tsc reports others; ``unresolved``,
+    tsc still reports its error code (or the fix does not parse); ``unchecked``, no tsc ran."""
+
+    VERIFIED = "verified"
+    DOES_NOT_COMPILE = "does_not_compile"
+    UNRESOLVED = "unresolved"
+    UNCHECKED = "unchecked"
+
+
 def check_in(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
     """``CHECK (<column> IN ('a','b',...))`` over every member of ``values``, named ``name``."""
     listed = ",".join(f"'{member.value}'" for member in values)

@@ -10,8 +10,12 @@ Flow of one batch (:func:`process_batch`), every 10 minutes from Celery beat or 
    accepted (cosine distance on ``code_analysis.embedding``);
 4. ask the model for a fix as structured output (:class:`~pipeline.errorfix.prompt.FixSuggestion`),
    all errors in one batched call, the retrieved fixes given as examples; retry a bad output once;
-5. compile each fix with ``tsc`` where it is available (:mod:`pipeline.errorfix.compiler`);
-6. store a ``code_analysis`` row and set the error ``ai_suggested``, or ``failed`` with the reason.
+5. compile each fix with ``tsc`` where it is available (:mod:`pipeline.errorfix.compiler`), and
+   send the fixes it does not verify back to the model once with its diagnostics, compiling the
+   answers again (compiler in the loop, :mod:`pipeline.errorfix.loop`);
+6. store a ``code_analysis`` row and set the error ``ai_suggested`` with the compiler's word on
+   the fix (``fix_check``: ``verified``, ``does_not_compile``, ``unresolved`` or
+   ``unchecked``), or ``failed`` with the reason.
 
 Parsing is :mod:`pipeline.errorfix.parsing`; the tables' SQL is :mod:`pipeline.errorfix.store`.
 """
@@ -28,7 +32,8 @@ from sqlalchemy import text
 
 from pipeline.db.engine import Database
 from pipeline.db.models import TypeScriptError
-from pipeline.errorfix.compiler import TscCheck, check_fixes, find_tsc
+from pipeline.errorfix.compiler import find_tsc
+from pipeline.errorfix.loop import LoopResult, compile_loop
 from pipeline.errorfix.prompt import FixSuggestion, fix_messages, parse_fix
 from pipeline.errorfix.store import (
     FixOutcome,
@@ -57,7 +62,10 @@ MAX_ATTEMPTS = 2
 
 @dataclass
 class BatchSummary:
-    """What one batch did (the ``--json`` summary of ``patterns errors process``)."""
+    """What one batch did (the ``--json`` summary of ``patterns errors process``). ``tsc_*``
+    count the kept fixes tsc checked, compiled, resolved (their error code gone) and verified
+    (both); ``first_tsc_*`` the same of the model's first fixes, before the compiler-in-the-loop
+    retry; ``tsc_retried`` fixes sent back, ``tsc_improved`` retries that replaced their fix."""
 
     processed: int = 0
     suggested: int = 0
@@ -68,6 +76,12 @@ class BatchSummary:
     tsc_checked: int = 0
     tsc_compiles: int = 0
     tsc_resolved: int = 0
+    tsc_verified: int = 0
+    tsc_retried: int = 0
+    tsc_improved: int = 0
+    first_tsc_compiles: int = 0
+    first_tsc_resolved: int = 0
+    first_tsc_verified: int = 0
     failures: dict[int, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +96,12 @@ class BatchSummary:
             "tsc_checked": self.tsc_checked,
             "tsc_compiles": self.tsc_compiles,
             "tsc_resolved": self.tsc_resolved,
+            "tsc_verified": self.tsc_verified,
+            "tsc_retried": self.tsc_retried,
+            "tsc_improved": self.tsc_improved,
+            "first_tsc_compiles": self.first_tsc_compiles,
+            "first_tsc_resolved": self.first_tsc_resolved,
+            "first_tsc_verified": self.first_tsc_verified,
         }
 
 
@@ -148,34 +168,46 @@ def _process(
     # The local engine never defers; were one to, the error fails with the engine's reason.
     reasons = {**attempts.failed, **attempts.deferred}
     by_id = {e.id: e for e in errors}
-    tsc = find_tsc(settings.tsc_path)
-    checks: dict[int, TscCheck] = {}
-    if tsc:
-        checks = check_fixes(
-            tsc, {i: (f.fixed_code, by_id[i].error_code) for i, f in attempts.results.items()}
-        )
-    summary.tsc_checked = len(checks)
-    summary.tsc_compiles = sum(1 for c in checks.values() if c.compiles)
-    summary.tsc_resolved = sum(1 for c in checks.values() if c.error_resolved)
+    loop = compile_loop(
+        engine=engine, settings=settings, tsc=find_tsc(settings.tsc_path), errors=by_id,
+        examples=examples, fixes=attempts.results,
+    )  # fmt: skip
+    _count_checks(summary, loop)
     outcomes: list[FixOutcome] = []
     for error, vec in zip(errors, vectors, strict=True):
         summary.processed += 1
-        fix = attempts.results.get(error.id)
-        if fix is None:
+        kept = loop.fixes.get(error.id)
+        if kept is None:
             summary.failed += 1
             summary.failures[error.id] = reasons.get(error.id, "no output")
             outcomes.append(FixOutcome(error, vec, (), failure=summary.failures[error.id]))
             continue
         summary.suggested += 1
-        check = checks.get(error.id)
+        fix, check = kept.fix, kept.check
         outcomes.append(
             FixOutcome(
                 error, vec, examples[error.id], fix.fixed_code, fix.explanation, fix.confidence,
                 compiles=check.compiles if check else None,
                 error_resolved=check.error_resolved if check else None,
+                check_status=kept.status.value, first_check_status=kept.first_status.value,
+                compile_attempts=kept.compile_attempts,
+                diagnostics=list(check.diagnostics) if check else [],
             )
         )  # fmt: skip
-    record_outcomes(db, outcomes, engine.model_name, attempts.calls)
+    record_outcomes(db, outcomes, engine.model_name, [*attempts.calls, *loop.calls])
+
+
+def _count_checks(summary: BatchSummary, loop: LoopResult) -> None:
+    """The ``tsc_*`` counts of :class:`BatchSummary` from the loop's checks."""
+    for kept in loop.fixes.values():
+        for check, prefix in ((kept.check, "tsc_"), (kept.first, "first_tsc_")):
+            if check is None:
+                continue
+            for name, hit in (("compiles", check.compiles), ("resolved", check.error_resolved),
+                              ("verified", check.verified)):  # fmt: skip
+                setattr(summary, prefix + name, getattr(summary, prefix + name) + int(hit))
+    summary.tsc_checked = sum(1 for kept in loop.fixes.values() if kept.check is not None)
+    summary.tsc_retried, summary.tsc_improved = loop.retried, loop.improved
 
 
 def _generate(

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import structlog
 
-from pipeline.errorfix.parsing import parse_tsc_output
+from pipeline.errorfix.parsing import TsDiagnostic, parse_tsc_output
 
 log = structlog.get_logger(__name__)
+
+#: Diagnostics kept per fix (what goes back to the model in the compiler-in-the-loop retry).
+MAX_DIAGNOSTICS = 8
+#: Characters kept of one diagnostic's message.
+MAX_DIAGNOSTIC_CHARS = 300
 
 #: The checkout's root: ``make install`` puts TypeScript in ``<root>/.tools``.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +36,14 @@ class TscCheck:
 
     compiles: bool
     error_resolved: bool
+    #: What tsc reported for the fix, one ``line L, col C: TSnnnn message`` per diagnostic
+    #: (lines of the fix as the model wrote it; at most :data:`MAX_DIAGNOSTICS`).
+    diagnostics: tuple[str, ...] = ()
+
+    @property
+    def verified(self) -> bool:
+        """Compiles and resolves its error: the only kind of fix tsc vouches for."""
+        return self.compiles and self.error_resolved
 
 
 def find_tsc(configured: str | None) -> str | None:
@@ -54,7 +67,8 @@ def check_fixes(
         fixes: error id → (fixed code, original error code such as ``TS2322``).
 
     Each file ends with ``export {}`` so that it is a module and the fixes' declarations do not
-    collide. Returns a check per error id; empty if tsc could not run.
+    collide. Returns a check per error id, with tsc's diagnostics for that file
+    (:attr:`TscCheck.diagnostics`); empty if tsc could not run.
     """
     if not fixes:
         return {}
@@ -69,25 +83,39 @@ def check_fixes(
             return {}
         # tsc reports no semantic errors for a program with a syntax error anywhere in it: compile
         # the files that parse again, on their own.
-        broken = {n for n, codes in reported.items() if any(syntax.fullmatch(c) for c in codes)}
+        broken = {
+            n for n, found in reported.items() if any(syntax.fullmatch(d.error_code) for d in found)
+        }
         if broken:
             rest = [n for n in names.values() if n not in broken]
             again = _run_tsc(tsc, tmp, rest, timeout_s) if rest else {}
             if again is None:
                 return {}
             reported = {**{n: reported[n] for n in broken}, **again}
-    return {
-        error_id: TscCheck(
-            compiles=not reported.get(name),
-            error_resolved=name not in broken
-            and fixes[error_id][1] not in reported.get(name, set()),
+    checks: dict[int, TscCheck] = {}
+    for error_id, name in names.items():
+        found = reported.get(name, [])
+        codes = {d.error_code for d in found}
+        checks[error_id] = TscCheck(
+            compiles=not found,
+            error_resolved=name not in broken and fixes[error_id][1] not in codes,
+            diagnostics=tuple(_describe(d) for d in found[:MAX_DIAGNOSTICS]),
         )
-        for error_id, name in names.items()
-    }
+    return checks
 
 
-def _run_tsc(tsc: str, cwd: str, files: list[str], timeout_s: float) -> dict[str, set[str]] | None:
-    """Run ``tsc --noEmit`` on ``files``; file name → error codes reported, or None if it failed."""
+def _describe(diag: TsDiagnostic) -> str:
+    """One diagnostic as the retry prompt shows it: ``line L, col C: TSnnnn message``."""
+    message = " ".join(diag.error_message.split())[:MAX_DIAGNOSTIC_CHARS]
+    where = f"line {diag.line}" + (f", col {diag.column}" if diag.column else "")
+    return f"{where}: {diag.error_code} {message}"
+
+
+def _run_tsc(
+    tsc: str, cwd: str, files: list[str], timeout_s: float
+) -> dict[str, list[TsDiagnostic]] | None:
+    """Run ``tsc --noEmit`` on ``files``; file name → diagnostics reported (in tsc's order), or
+    None if it failed."""
     try:
         proc = subprocess.run(
             [tsc, "--noEmit", "--pretty", "false", "--skipLibCheck", "--target", "es2022", *files],
@@ -96,7 +124,7 @@ def _run_tsc(tsc: str, cwd: str, files: list[str], timeout_s: float) -> dict[str
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("tsc_failed", error=str(exc))
         return None
-    reported: dict[str, set[str]] = {}
+    reported: dict[str, list[TsDiagnostic]] = {}
     for diag in parse_tsc_output(proc.stdout, "check"):
-        reported.setdefault(Path(diag.file_path).name, set()).add(diag.error_code)
+        reported.setdefault(Path(diag.file_path).name, []).append(diag)
     return reported

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import CodeAnalysis, LLMCall, Project, TypeScriptError
-from pipeline.db.status import CodeAnalysisStatus, TsErrorStatus
+from pipeline.db.status import CodeAnalysisStatus, FixCheck, TsErrorStatus
 from pipeline.errorfix.parsing import TsDiagnostic
 from pipeline.errors import ConflictError, ForbiddenError, NotFoundError
 
@@ -162,12 +162,26 @@ def review(
 @dataclass(frozen=True)
 class Acceptance:
     """Errors by status and the acceptance rate of reviewed suggestions (accepted / reviewed;
-    ``None`` before any review)."""
+    ``None`` before any review), next to what tsc said of each error's latest suggestion:
+    ``by_check`` (:class:`~pipeline.db.status.FixCheck` → errors), ``checked`` (tsc ran),
+    ``compile_rate`` (compiles with no error: ``verified`` / checked; a fix that compiles has
+    resolved its error), ``resolve_rate`` (its error code gone: ``verified`` +
+    ``does_not_compile``, / checked), and ``first_compile_rate`` / ``first_resolve_rate`` of the
+    model's first fixes, before the compiler-in-the-loop retry (``retried``: suggestions whose
+    first fix was sent back and whose answer tsc compiled). Rates are in [0, 1], rounded to 4
+    places, ``None`` when nothing was checked."""
 
     by_status: dict[str, int]
     accepted: int
     rejected: int
     acceptance_rate: float | None
+    by_check: dict[str, int] = dataclasses.field(default_factory=dict)
+    checked: int = 0
+    retried: int = 0
+    compile_rate: float | None = None
+    resolve_rate: float | None = None
+    first_compile_rate: float | None = None
+    first_resolve_rate: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (``patterns errors report --json``)."""
@@ -175,7 +189,8 @@ class Acceptance:
 
 
 def acceptance(db: Database) -> Acceptance:
-    """Errors by status and the acceptance rate of reviewed suggestions."""
+    """Errors by status, the acceptance rate of reviewed suggestions, and the compile and
+    resolve rates of the latest suggestions before and after the retry (:class:`Acceptance`)."""
     with db.session(ALL_PROJECTS) as session:
         by_status = {
             str(k): int(v)
@@ -183,15 +198,49 @@ def acceptance(db: Database) -> Acceptance:
                 select(TypeScriptError.status, func.count()).group_by(TypeScriptError.status)
             ).all()
         }
+        cols = (
+            CodeAnalysis.check_status,
+            CodeAnalysis.first_check_status,
+            CodeAnalysis.compile_attempts,
+        )
+        latest = (
+            select(*cols)
+            .distinct(CodeAnalysis.typescript_error_id)
+            .where(CodeAnalysis.typescript_error_id.is_not(None))
+            .order_by(CodeAnalysis.typescript_error_id, CodeAnalysis.id.desc())
+        ).subquery()
+        keys = (latest.c.check_status, latest.c.first_check_status, latest.c.compile_attempts)
+        rows = session.execute(select(*keys, func.count()).group_by(*keys)).all()
     accepted = by_status.get(TsErrorStatus.ACCEPTED.value, 0)
     rejected = by_status.get(TsErrorStatus.REJECTED.value, 0)
     reviewed = accepted + rejected
+    by_check: dict[str, int] = {}
+    first: dict[str, int] = {}
+    retried = 0
+    for row in rows:
+        kept, before, n = str(row[0]), str(row[1] or row[0]), int(row[3])
+        by_check[kept] = by_check.get(kept, 0) + n
+        first[before] = first.get(before, 0) + n
+        retried += n if int(row[2]) >= 2 else 0
+    checked = sum(n for k, n in by_check.items() if k != FixCheck.UNCHECKED)
+    compile_rate, resolve_rate = _rates(by_check, checked)
+    first_compile_rate, first_resolve_rate = _rates(first, checked)
     return Acceptance(
-        by_status=by_status,
-        accepted=accepted,
-        rejected=rejected,
+        by_status=by_status, accepted=accepted, rejected=rejected,
         acceptance_rate=round(accepted / reviewed, 4) if reviewed else None,
-    )
+        by_check=by_check, checked=checked, retried=retried,
+        compile_rate=compile_rate, resolve_rate=resolve_rate,
+        first_compile_rate=first_compile_rate, first_resolve_rate=first_resolve_rate,
+    )  # fmt: skip
+
+
+def _rates(by_check: dict[str, int], checked: int) -> tuple[float | None, float | None]:
+    """(compile rate, resolve rate) of ``by_check`` over ``checked`` suggestions."""
+    if not checked:
+        return None, None
+    verified = by_check.get(FixCheck.VERIFIED.value, 0)
+    resolved = verified + by_check.get(FixCheck.DOES_NOT_COMPILE.value, 0)
+    return round(verified / checked, 4), round(resolved / checked, 4)
 
 
 def load_claimed(db: Database, error_ids: Sequence[int]) -> list[TypeScriptError]:
@@ -265,6 +314,10 @@ class FixOutcome:
     confidence: float | None = None
     compiles: bool | None = None
     error_resolved: bool | None = None
+    check_status: str = FixCheck.UNCHECKED.value
+    first_check_status: str | None = None
+    compile_attempts: int = 0
+    diagnostics: Sequence[str] = ()
     failure: str | None = None
 
 
@@ -295,12 +348,15 @@ def record_outcomes(
                     explanation=o.explanation, confidence=o.confidence, model=model,
                     embedding=o.embedding, retrieved_example_ids=[ex.id for ex in o.examples],
                     compiles=o.compiles, error_resolved=o.error_resolved,
+                    check_status=o.check_status, first_check_status=o.first_check_status,
+                    compile_attempts=o.compile_attempts, tsc_diagnostics=list(o.diagnostics),
                 )
             )  # fmt: skip
             session.execute(
                 update(TypeScriptError).where(TypeScriptError.id == error.id).values(
                     status=TsErrorStatus.AI_SUGGESTED.value, suggested_fix=o.fixed_code,
                     fix_explanation=o.explanation, fix_model=model,
-                    fix_confidence=o.confidence, failure_reason=None, updated_at=func.now(),
+                    fix_confidence=o.confidence, failure_reason=None, fix_check=o.check_status,
+                    updated_at=func.now(),
                 )
             )  # fmt: skip

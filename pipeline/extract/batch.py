@@ -36,13 +36,14 @@ from pipeline.extract.schemas import (
     extraction_json_schema,
     validate_output,
 )
+from pipeline.extract.trivial import trivial_reason
 from pipeline.extract.write import ExtractionBatchResult, Provenance, Work, write_one
 from pipeline.llm.base import GenerationRequest, StructuredLLM
 from pipeline.settings import Settings
 from pipeline.spend.routing import priority_of
 from pipeline.store.events import lock_projects
 from pipeline.text import normalize_title
-from pipeline.types import Provider, TaskType
+from pipeline.types import Priority, Provider, TaskType
 
 log = structlog.get_logger(__name__)
 
@@ -62,14 +63,19 @@ def extraction_key(model_name: str) -> str:
 def parse_output(text: str, finish_reason: str) -> ExtractionResult:
     """Validate a model's output against :class:`ExtractionResult` and clean it.
 
-    Cleaning: patterns that repeat a title of the prompt's example are dropped (the model echoed
-    it); later patterns with the same normalised title as an earlier one are dropped.
+    An answer with no patterns is the trivial answer (``trivial``, no relationships); one with
+    patterns is a lesson even if it also says ``trivial`` (the patterns were written first, and
+    a small model's verdict is the less reliable part: docs/QUALITY.md). Cleaning: patterns
+    that repeat a title of the prompt's examples are dropped (the model echoed them); later
+    patterns with the same normalised title as an earlier one are dropped.
 
     Raises:
         ModelOutputError: generation stopped at the token limit (``truncated=True``), the text is
-            not valid JSON of the schema, or nothing is left after cleaning.
+            not valid JSON of the schema, or patterns were given and none is left after cleaning.
     """
     result = validate_output(ExtractionResult, text, finish_reason)
+    if not result.patterns:
+        return ExtractionResult(trivial=True)
     seen: set[str] = set()
     kept = []
     for pattern in result.patterns:
@@ -80,7 +86,7 @@ def parse_output(text: str, finish_reason: str) -> ExtractionResult:
         kept.append(pattern)
     if not kept:
         raise ModelOutputError("output only repeated the prompt's example or empty titles")
-    return ExtractionResult(patterns=kept, relationships=result.relationships)
+    return ExtractionResult(patterns=kept, relationships=result.relationships, trivial=False)
 
 
 def retry_decision(attempt: int, error: ModelOutputError, settings: Settings) -> RetryDecision:
@@ -118,7 +124,9 @@ def extract_batch(
     keep_failures: bool = False,
 ) -> ExtractionBatchResult:
     """Extract patterns and relationships for a batch of interactions with one engine call per
-    attempt, and store them.
+    attempt, and store them. Interactions trivial by rule (:func:`pipeline.extract.trivial.
+    trivial_reason`: a dependency bump, release preparation...) are stored as trivial without a
+    model call.
 
     Interactions already in a terminal status are left alone. A bad output is retried once
     (:func:`retry_decision`); an interaction whose output stays bad is marked ``failed`` with the
@@ -147,7 +155,7 @@ def extract_batch(
         ).all()
     if not rows:
         return out
-    attempts, keys = _generate(db, engine, settings, rows, route_reasons)
+    attempts, keys = _answers(db, engine, settings, rows, route_reasons)
     out.llm_calls, out.cache_hits = attempts.model_calls, len(attempts.hits)
     out.tokens_in, out.tokens_out = attempts.tokens_in, attempts.tokens_out
     out.generate_seconds = attempts.seconds
@@ -158,7 +166,8 @@ def extract_batch(
         settings,
     )
     with db.session(ALL_PROJECTS) as session:
-        session.execute(insert(LLMCall), attempts.calls)
+        if attempts.calls:  # an empty list would insert one row of defaults
+            session.execute(insert(LLMCall), attempts.calls)
         remember(session, keys, attempts.accepted)
         lock_projects(session, {row.project_id for row in rows})
         for row in rows:
@@ -186,6 +195,50 @@ def extract_batch(
     return out
 
 
+def _answers(
+    db: Database,
+    engine: StructuredLLM,
+    settings: Settings,
+    rows: Sequence[Interaction],
+    route_reasons: Mapping[int, str] | None,
+) -> tuple[Attempts[ExtractionResult], dict[int, CacheKey]]:
+    """Interactions trivial by rule (:mod:`pipeline.extract.trivial`) get the trivial answer
+    with no model call (attempt count 0, no ``llm_calls`` row); the rest go to
+    :func:`_generate`."""
+    ruled = {row.id for row in rows if trivial_reason(row.content) is not None}
+    asked = [row for row in rows if row.id not in ruled]
+    attempts, keys = (
+        _generate(db, engine, settings, asked, route_reasons) if asked else (Attempts(), {})
+    )
+    for iid in ruled:
+        attempts.results[iid], attempts.attempts[iid] = ExtractionResult(trivial=True), 0
+    return attempts, keys
+
+
+def extraction_request(
+    content: str,
+    key: int,
+    settings: Settings,
+    retry: RetryDecision | None = None,
+    *,
+    priority: Priority = Priority.NORMAL,
+) -> GenerationRequest:
+    """The extraction request for one interaction's ``content`` (``key``: its id, which also
+    seeds sampling): greedy with ``extract_max_tokens`` on the first attempt, else the
+    ``retry`` decision's token limit and temperature; output constrained to the extraction
+    schema. ``patterns eval`` builds its requests here too, so it measures what runs."""
+    return GenerationRequest(
+        messages=extraction_messages(content, max_chars=settings.extract_input_chars),
+        json_schema=extraction_json_schema(),
+        max_tokens=retry.max_tokens if retry else settings.extract_max_tokens,
+        temperature=retry.temperature if retry else 0.0,
+        seed=settings.seed + key,
+        task_type=TASK_TYPE,
+        interaction_id=key,
+        priority=priority,
+    )
+
+
 def _generate(
     db: Database,
     engine: StructuredLLM,
@@ -196,22 +249,12 @@ def _generate(
     """The response cache's outputs first, then one batched engine call per attempt over the
     rest (see :func:`~pipeline.extract.attempts.generate_with_retries`). Returns the attempts and
     the interactions' cache keys (empty with the cache off)."""
-    schema = extraction_json_schema()
     by_id = {r.id: r for r in rows}
 
     def request(iid: int, retry: RetryDecision | None) -> GenerationRequest:
         interaction = by_id[iid]
-        return GenerationRequest(
-            messages=extraction_messages(
-                interaction.content, max_chars=settings.extract_input_chars
-            ),
-            json_schema=schema,
-            max_tokens=retry.max_tokens if retry else settings.extract_max_tokens,
-            temperature=retry.temperature if retry else 0.0,
-            seed=settings.seed + iid,
-            task_type=TASK_TYPE,
-            interaction_id=iid,
-            priority=priority_of(interaction.metadata_),
+        return extraction_request(
+            interaction.content, iid, settings, retry, priority=priority_of(interaction.metadata_)
         )
 
     keys, cached = lookup_outputs(

@@ -23,6 +23,7 @@ from pipeline.extract.batch import extract_batch
 from pipeline.extract.claim import claim_batch, release
 from pipeline.extract.write import ExtractionBatchResult, mark_failed
 from pipeline.llm.base import StructuredLLM
+from pipeline.quality.crosscheck import pick_sample
 from pipeline.settings import Settings
 from pipeline.spend.placement import mark_analysis_pending, place
 from pipeline.types import ClaudeMode, Strategy, TaskType
@@ -167,6 +168,7 @@ def extract_claimed(
     if fallback and result.deferred:
         fallback_to_claude(db, settings, dispatcher, result, claude_mode)
     after_extraction(db, settings, dispatcher, result, claude_mode)
+    publish_cross_check(settings, dispatcher, result)
     return ExtractSummary(
         extracted=len(result.extracted),
         failed=len(result.failed),
@@ -190,9 +192,12 @@ def after_extraction(
     """
     if result.pattern_ids:
         dispatcher.embed(result.pattern_ids)
-    if not result.extracted:
+    # A trivial interaction (no patterns) has nothing for strategic analysis to look at.
+    trivial = set(result.trivial)
+    lessons = [iid for iid in result.extracted if iid not in trivial]
+    if not lessons:
         return
-    pending = mark_analysis_pending(db, settings, result.extracted)
+    pending = mark_analysis_pending(db, settings, lessons)
     if not pending:
         return
     placement = place(db, settings, pending, TaskType.STRATEGIC_ANALYSIS)
@@ -200,6 +205,23 @@ def after_extraction(
         dispatcher.claude(placement.claude, TaskType.STRATEGIC_ANALYSIS, claude_mode=claude_mode)
     if placement.local:
         dispatcher.analyze_local(placement.local, placement.reasons)
+
+
+def publish_cross_check(
+    settings: Settings, dispatcher: Dispatcher, result: ExtractionBatchResult
+) -> None:
+    """Publish the Claude cross-check of the sampled share of a local batch's extractions with
+    patterns (:func:`pipeline.quality.crosscheck.pick_sample`: ``quality_sample_rate``, none
+    without ``ANTHROPIC_API_KEY``). A publish that fails is logged: the check is a sample, and
+    extraction goes on without it."""
+    trivial = set(result.trivial)
+    sample = pick_sample([i for i in result.extracted if i not in trivial], settings)
+    if not sample:
+        return
+    try:
+        dispatcher.cross_check(sample)
+    except PipelineError as exc:
+        log.warning("cross_check_publish_failed", interactions=sample, error=str(exc))
 
 
 def fallback_to_claude(

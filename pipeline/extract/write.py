@@ -3,10 +3,12 @@ has the idea already), relationships and events, then its status.
 
 Runs inside the batch's transaction, one savepoint per interaction (a failure rolls back that
 interaction only), under the interaction's project's row-level security and holding the
-project's writer lock. The interaction row is locked first and written only while it is still
-waiting (``received``/``queued``), so a task that runs twice stores one set of rows; the
-patterns' unique key ``(source_interaction_id, extraction_key, title)`` guards the same from the
-other side.
+project's writer lock. A trivial result (no reusable lesson) marks the interaction
+``extracted`` and ``trivial``, with no patterns; each pattern is stored with its label-free
+signals (:mod:`pipeline.quality.signals`). The interaction row is locked first and written only
+while it is still waiting (``received``/``queued``), so a task that runs twice stores one set
+of rows; the patterns' unique key ``(source_interaction_id, extraction_key, title)`` guards the
+same from the other side.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pipeline.extract.relationships import (
     resolve_relationships,
 )
 from pipeline.extract.schemas import ExtractionResult
+from pipeline.quality.signals import is_grounded, is_title_copy
 from pipeline.settings import Settings
 from pipeline.store.events import NewEvent, record
 from pipeline.store.lifecycle import pattern_strength
@@ -59,6 +62,8 @@ class ExtractionBatchResult:
     that reached the engine; ``cache_hits`` those answered from the response cache."""
 
     extracted: list[int] = field(default_factory=list)
+    #: Of ``extracted``, those the model called trivial (no patterns): ``skipped_trivial``.
+    trivial: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     pattern_ids: list[uuid.UUID] = field(default_factory=list)
@@ -122,6 +127,11 @@ def write_one(session: Session, work: Work, source: Provenance, out: ExtractionB
     if work.result is None:
         _fail(inter, work, out)
         return
+    if work.result.trivial:
+        _mark_extracted(session, inter.id, source.extraction_key, [], trivial=True)
+        out.extracted.append(inter.id)
+        out.trivial.append(inter.id)
+        return
     stored, events = _insert_patterns(session, inter, work.result, source)
     local = {normalize_title(p.title): p.serving_id for p in stored}
     names = [n for r in work.result.relationships for n in (r.source, r.target)]
@@ -178,6 +188,8 @@ def _insert_patterns(
             "extraction_model": source.model_name,
             "extraction_confidence": p.confidence,
             "extraction_key": source.extraction_key,
+            "evidence_grounded": is_grounded(p.evidence, inter.content),
+            "title_copy": is_title_copy(p.title, inter.content),
             "source_interaction_id": inter.id,
             "pattern_strength": pattern_strength(0, 0),
             "is_active": twin is None,
@@ -305,10 +317,11 @@ def _contradict(
 
 
 def _mark_extracted(
-    session: Session, interaction_id: int, key: str, unresolved: Sequence[str]
-) -> None:
-    """Status ``extracted`` with the extraction key; unresolved relationships' reasons go to the
-    interaction's metadata."""
+    session: Session, interaction_id: int, key: str, unresolved: Sequence[str],
+    *, trivial: bool = False,
+) -> None:  # fmt: skip
+    """Status ``extracted`` with the extraction key and the model's ``trivial`` verdict;
+    unresolved relationships' reasons go to the interaction's metadata."""
     now = func.now()
     session.execute(
         update(Interaction)
@@ -317,6 +330,7 @@ def _mark_extracted(
             status=InteractionStatus.EXTRACTED.value,
             last_error=None,
             extraction_key=key,
+            trivial=trivial,
             metadata_=Interaction.metadata_.op("||")({"unresolved_relationships": list(unresolved)})
             if unresolved
             else Interaction.metadata_,

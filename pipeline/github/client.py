@@ -85,10 +85,57 @@ class HookDelivery:
 
 @dataclass(frozen=True)
 class IssueComment:
-    """One comment of an issue or pull request: its id and Markdown body."""
+    """One comment of an issue or pull request: its id and Markdown body, and (as the listing
+    gives them) its author's ``login`` and account ``user_type`` (``User``, ``Bot``...) and when
+    it was created (UTC; ``None`` when GitHub did not say)."""
 
     id: int
     body: str
+    login: str = ""
+    user_type: str = ""
+    created_at: dt.datetime | None = None
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> IssueComment:
+        """From one item of GitHub's listing.
+
+        Raises:
+            KeyError, ValueError: ``id`` is missing or malformed.
+        """
+        user = item.get("user") or {}
+        return cls(
+            id=int(item["id"]),
+            body=str(item.get("body") or ""),
+            login=str(user.get("login") or ""),
+            user_type=str(user.get("type") or ""),
+            created_at=_when(item.get("created_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """One reaction on a comment: its id, ``content`` (``+1``, ``-1``, ``laugh``, ``confused``,
+    ``heart``, ``hooray``, ``rocket``, ``eyes``) and its author's ``login`` and ``user_type``."""
+
+    id: int
+    content: str
+    login: str
+    user_type: str = ""
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Reaction:
+        """From one item of GitHub's listing.
+
+        Raises:
+            KeyError, ValueError: ``id`` is missing or malformed.
+        """
+        user = item.get("user") or {}
+        return cls(
+            id=int(item["id"]),
+            content=str(item.get("content") or ""),
+            login=str(user.get("login") or ""),
+            user_type=str(user.get("type") or ""),
+        )
 
 
 class GitHubClient(Protocol):
@@ -150,24 +197,53 @@ class HttpxGitHubClient:
         resp = self._send("POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body})
         return int(resp.json()["id"])
 
-    def issue_comments(self, repo: str, number: int) -> Iterator[IssueComment]:
+    def issue_comments(
+        self, repo: str, number: int, *, since: dt.datetime | None = None
+    ) -> Iterator[IssueComment]:
         """See :meth:`GitHubClient.issue_comments`: ``GET
         /repos/{repo}/issues/{number}/comments`` (docs.github.com, "List issue comments"),
         :data:`COMMENTS_PER_PAGE` a page, following the ``Link: rel="next"`` header for at most
-        :data:`MAX_COMMENT_PAGES` pages, and only to the API's own host (the token goes along)."""
-        url: str | None = f"/repos/{repo}/issues/{number}/comments"
-        params: dict[str, int] | None = {"per_page": COMMENTS_PER_PAGE}
-        for _ in range(MAX_COMMENT_PAGES):
+        :data:`MAX_COMMENT_PAGES` pages, and only to the API's own host (the token goes along).
+        With ``since`` (aware), only comments updated at or after it (GitHub's ``since``)."""
+        params: dict[str, str | int] = {"per_page": COMMENTS_PER_PAGE}
+        if since is not None:
+            params["since"] = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        path = f"/repos/{repo}/issues/{number}/comments"
+        for item in self._pages(path, params, MAX_COMMENT_PAGES):
+            yield IssueComment.from_json(item)
+
+    def comment_reactions(self, repo: str, comment_id: int) -> Iterator[Reaction]:
+        """The reactions on issue comment ``comment_id`` of ``repo`` (docs.github.com, "List
+        reactions for an issue comment": ``GET /repos/{repo}/issues/comments/{id}/reactions``),
+        :data:`COMMENTS_PER_PAGE` a page, following ``Link: rel="next"`` on the API's own host
+        for at most :data:`MAX_COMMENT_PAGES` pages.
+
+        Raises:
+            RateLimitedError: GitHub's rate limit.
+            RetryableError: network failure or 5xx.
+            PermanentError: any other refusal (404: the comment was deleted).
+        """
+        path = f"/repos/{repo}/issues/comments/{int(comment_id)}/reactions"
+        for item in self._pages(path, {"per_page": COMMENTS_PER_PAGE}, MAX_COMMENT_PAGES):
+            yield Reaction.from_json(item)
+
+    def _pages(
+        self, path: str, params: dict[str, str | int], max_pages: int
+    ) -> Iterator[dict[str, Any]]:
+        """The items of a paginated listing, page by page: ``Link: rel="next"`` is followed for
+        at most ``max_pages`` pages, and only to the API's own host (the token goes along)."""
+        url: str | None = path
+        query: dict[str, str | int] | None = params
+        for _ in range(max_pages):
             if url is None:
                 return
-            resp = self._send("GET", url, params=params)
-            for item in resp.json():
-                yield IssueComment(int(item["id"]), str(item.get("body") or ""))
-            url, params = resp.links.get("next", {}).get("url"), None
+            resp = self._send("GET", url, params=query)
+            yield from resp.json()
+            url, query = resp.links.get("next", {}).get("url"), None
             if url is not None and not self._same_origin(url):
                 log.warning("github_next_page_elsewhere", url=url)
                 return
-        log.warning("github_comment_pages_capped", repo=repo, number=number)
+        log.warning("github_pages_capped", path=path)
 
     def hook_deliveries(
         self, hook: HookRef, *, since: dt.datetime | None = None
@@ -237,6 +313,18 @@ class HttpxGitHubClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+def _when(value: object) -> dt.datetime | None:
+    """An ISO 8601 time from GitHub as an aware UTC datetime; ``None`` when absent or
+    malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _retry_after_s(headers: httpx.Headers) -> float | None:

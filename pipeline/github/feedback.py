@@ -12,7 +12,9 @@ comment is posted, and ``feedback_comment_id`` / ``feedback_posted_at`` are set 
 transaction; a delivery that has them is left alone. A process that dies after GitHub accepted
 the comment and before the commit leaves the row without them: so before posting, the issue's
 comments are read and one carrying the delivery's hidden marker (:func:`feedback_marker`) is
-recorded as the delivery's comment instead of posting another.
+recorded as the delivery's comment instead of posting another. Either way the comment and the
+patterns it listed are recorded in ``feedback_comments`` (:func:`record_feedback_comment`), whose
+reactions and replies :mod:`pipeline.github.verdicts` turns into validations.
 
 Everything from the store or the delivery (titles, types, the project's name, source URLs, the
 delivery id) is escaped for Markdown and HTML (:func:`escape_markdown`, :func:`safe_link`): a
@@ -34,10 +36,11 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from pipeline.db.engine import ALL_PROJECTS, Database, ProjectScope, rescope
-from pipeline.db.models import Interaction, Pattern, Project, WebhookDelivery
+from pipeline.db.models import FeedbackComment, Interaction, Pattern, Project, WebhookDelivery
 from pipeline.db.status import InteractionStatus
 from pipeline.github.client import GitHubClient
 from pipeline.settings import Settings
@@ -251,7 +254,7 @@ def post_feedback(
             number = int(inter.metadata_["number"])
             found = existing_comment(client, project, number, delivery.delivery_id)
             if found is not None:
-                _record_comment(session, delivery.id, found)
+                _record_comment(session, delivery, inter.project_id, number, similar, found)
                 out.skipped[iid] = f"comment already on GitHub ({found}), recorded"
                 log.info("feedback_found", delivery=delivery.delivery_id, repo=project,
                          number=number, comment=found)  # fmt: skip
@@ -259,7 +262,7 @@ def post_feedback(
             comment_id = client.create_issue_comment(
                 project, number, render_comment(delivery.delivery_id, project, similar)
             )
-            _record_comment(session, delivery.id, comment_id)
+            _record_comment(session, delivery, inter.project_id, number, similar, comment_id)
             record_usage(
                 session,
                 {p.id: inter.project_id for p in similar},
@@ -287,11 +290,56 @@ def existing_comment(client: GitHubClient, repo: str, number: int, delivery_id: 
     return next((c.id for c in client.issue_comments(repo, number) if marker in c.body), None)
 
 
-def _record_comment(session: Session, delivery_pk: int, comment_id: int) -> None:
+def record_feedback_comment(
+    session: Session,
+    *,
+    comment_id: int,
+    project_id: uuid.UUID,
+    delivery_id: str | None,
+    repo: str,
+    issue_number: int,
+    pattern_ids: Sequence[uuid.UUID],
+) -> None:
+    """Remember a feedback comment we posted (or found on GitHub) and the patterns it listed,
+    in the caller's transaction; a comment already recorded is left as it is."""
+    session.execute(
+        insert(FeedbackComment)
+        .values(
+            comment_id=comment_id,
+            project_id=project_id,
+            delivery_id=delivery_id,
+            repo=repo,
+            issue_number=issue_number,
+            pattern_ids=[str(p) for p in pattern_ids],
+        )
+        .on_conflict_do_nothing(index_elements=["comment_id"])
+    )
+
+
+def _record_comment(
+    session: Session,
+    delivery: WebhookDelivery,
+    project_id: uuid.UUID,
+    number: int,
+    similar: Sequence[SimilarPattern],
+    comment_id: int,
+) -> None:
+    """Record ``comment_id`` as the delivery's comment, and as a feedback comment listing
+    ``similar`` (:func:`record_feedback_comment`)."""
     session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_pk)
+        .where(WebhookDelivery.id == delivery.id)
         .values(feedback_comment_id=comment_id, feedback_posted_at=func.now())
+    )
+    repo = session.scalar(select(Project.name).where(Project.id == project_id))
+    record_feedback_comment(
+        session,
+        comment_id=comment_id,
+        project_id=project_id,
+        delivery_id=delivery.delivery_id,
+        repo=str(repo),
+        issue_number=number,
+        pattern_ids=[p.id for p in similar],
     )
 
 

@@ -28,6 +28,11 @@ Metrics (units in the names: ``_usd`` US dollars, ``_seconds`` seconds, ``_token
   prompt tokens.
 - ``patterns_budget_{cap,spent,reserved,remaining}_usd``: today's (UTC) Claude budget
   (:func:`pipeline.spend.budget.budget_state`).
+- ``patterns_pattern_signals_total{model,signal}``, ``patterns_pattern_grounding_ratio{model}``,
+  ``patterns_pattern_title_copy_ratio{model}``, ``patterns_interactions_trivial_total``: the
+  label-free quality signals (:func:`pipeline.ops.quality.signal_metrics`).
+- ``patterns_cross_check_{agreement,samples,alert}{task_type}``: the Claude cross-check's
+  agreement over the window (:func:`pipeline.ops.quality.cross_check_metrics`).
 
 A scrape never raises: a database error gives ``patterns_database_up 0`` and no database metrics,
 a Redis error ``patterns_broker_up 0`` and no queue lengths.
@@ -48,7 +53,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.status import CallOutcome, InteractionStatus
 from pipeline.errors import DatabaseUnavailableError
+from pipeline.ops.quality import (
+    QualitySignals,
+    cross_check_metrics,
+    read_signals,
+    signal_metrics,
+)
 from pipeline.ops.stats import cache_hit_rate
+from pipeline.quality.agreement import Agreement, measured_agreement
 from pipeline.queues import QUEUES
 from pipeline.settings import Settings
 from pipeline.spend.budget import BudgetState, budget_state
@@ -87,10 +99,12 @@ class DatabaseReading:
     failures: list[tuple[str, int]]
     llm: list[LLMTotals]
     budget: BudgetState
+    signals: QualitySignals
+    cross_checks: list[Agreement]
 
 
 def read_database(db: Database, settings: Settings) -> DatabaseReading:
-    """Read the scrape's figures in one transaction (four aggregate queries).
+    """Read the scrape's figures in one transaction (seven aggregate queries).
 
     Raises:
         DatabaseUnavailableError / sqlalchemy.exc.SQLAlchemyError: the database cannot be read.
@@ -136,7 +150,12 @@ def read_database(db: Database, settings: Settings) -> DatabaseReading:
             )
         ]
         budget = budget_state(session, settings=settings)
-    return DatabaseReading(interactions=by_status, failures=failures, llm=llm, budget=budget)
+        signals = read_signals(session)
+        checks = list(measured_agreement(session, settings).values())
+    return DatabaseReading(
+        interactions=by_status, failures=failures, llm=llm, budget=budget, signals=signals,
+        cross_checks=checks,
+    )  # fmt: skip
 
 
 def read_queue_lengths(redis_url: str, queues: Sequence[str]) -> dict[str, int]:
@@ -238,6 +257,8 @@ class PipelineCollector(Collector):
         yield from _llm_metrics([row for row in reading.llm if not row.cache_hit])
         yield from _response_cache_metrics(reading.llm)
         yield from _budget_metrics(reading.budget)
+        yield from signal_metrics(reading.signals)
+        yield from cross_check_metrics(reading.cross_checks, self.settings)
 
 
 def _llm_metrics(rows: Sequence[LLMTotals]) -> Iterator[Metric]:

@@ -1,5 +1,6 @@
-"""The operations report (``patterns report``): cost, quality and queue health over the last N
-UTC days, from the database alone, and a PNG chart of patterns and Claude spend per day.
+"""The operations report (``patterns report``): cost, quality (label-free signals included,
+:mod:`pipeline.ops.quality`) and queue health over the last N UTC days, from the database alone,
+and a PNG chart of patterns and Claude spend per day.
 
 Days are UTC calendar days, the same as the budget's (:func:`pipeline.spend.budget.budget_day`); the
 window is the last ``days`` of them, today included. An interaction counts as extracted or
@@ -30,7 +31,9 @@ from pipeline.db.models import (
 )
 from pipeline.db.status import AnalysisStatus, CallOutcome, InteractionStatus
 from pipeline.errors import InvalidValueError
+from pipeline.ops.quality import QualitySignals, read_cross_checks, read_signals
 from pipeline.ops.stats import cache_hit_rate
+from pipeline.quality.agreement import Agreement
 from pipeline.settings import Settings
 from pipeline.spend.pricing import USD_QUANTUM
 from pipeline.types import Provider
@@ -118,6 +121,12 @@ class Report(BaseModel):
     daily: list[DayStats]
     total_cost_usd: Decimal
     quality: Quality
+    signals: QualitySignals = Field(
+        description="Label-free quality of the window's extractions (pipeline.ops.quality)."
+    )
+    cross_checks: list[Agreement] = Field(
+        description="Claude cross-check agreement per task type over quality_window_days."
+    )
     response_cache: ResponseCacheStats
     queue: QueueHealth
 
@@ -191,6 +200,8 @@ def build_report(
         daily=daily,
         total_cost_usd=sum((d.cost_usd for d in daily), Decimal(0)).quantize(USD_QUANTUM),
         quality=_quality(session, window, sum(extracted.values()), sum(failed.values())),
+        signals=read_signals(session, start, window.stop),
+        cross_checks=read_cross_checks(session, settings),
         response_cache=_response_cache(daily),
         queue=_queue_health(session, now),
     )

@@ -55,6 +55,8 @@ class Outcomes:
     deferred_to_local: int = 0
     failure_reasons: Mapping[str, int] = field(default_factory=dict)
     cache_hits: int = 0
+    #: Extracted interactions the model called trivial (no reusable lesson, no patterns).
+    skipped_trivial: int = 0
 
     def count(self, *statuses: InteractionStatus) -> int:
         """Interactions in any of ``statuses``."""
@@ -70,6 +72,9 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
             .where(Interaction.id.in_(id_list))
             .group_by(Interaction.status)
         ).all()
+    )
+    trivial = session.scalar(
+        select(func.count()).where(Interaction.id.in_(id_list), Interaction.trivial)
     )
     patterns, embedded, active = session.execute(
         select(
@@ -133,6 +138,7 @@ def interaction_outcomes(session: Session, ids: Sequence[int]) -> Outcomes:
         deferred_to_local=int(deferred or 0),
         failure_reasons={str(k): int(v) for k, v in reasons.items()},
         cache_hits=int(hits or 0),
+        skipped_trivial=int(trivial or 0),
     )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction
 from pipeline.db.status import AnalysisStatus, InteractionStatus
+from pipeline.quality.agreement import with_measured_capability
 from pipeline.settings import Settings
 from pipeline.spend import pricing
 from pipeline.spend.budget import budget_state
@@ -88,6 +89,8 @@ def place(
 
     Computes and stores ``interactions.complexity`` where it is not set yet; an interaction that
     cannot be scored is placed at complexity 0 (unstored). Ids that do not exist are left out.
+    The local capability scores are the measured cross-check agreement where there are enough
+    samples (:func:`pipeline.quality.agreement.with_measured_capability`).
     """
     out = Placement()
     with db.session(ALL_PROJECTS) as session:
@@ -117,6 +120,9 @@ def place(
         if unscored:  # one executemany UPDATE by primary key for the batch
             session.execute(update(Interaction), unscored)
         state = budget_state(session, settings=settings)
+        # Measured cross-check agreement replaces the static local capability once there are
+        # enough samples (pipeline.quality.agreement).
+        settings = with_measured_capability(session, settings)
     for iid in sorted(scores):
         task = RoutingTask(
             task_type=task_type,

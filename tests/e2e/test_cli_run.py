@@ -78,12 +78,16 @@ def test_run_20_deliveries_on_embedded_default(
     assert summary["interactions"] == 20
     assert summary["extracted"] + summary["failed"] == 20
     assert summary["failed"] <= 2
-    assert summary["patterns"] >= summary["extracted"]  # schema: at least one per extraction
+    # A trivial answer (no reusable lesson) has no patterns; a lesson has one at least.
+    trivial = summary["skipped_trivial"]
+    assert 0 <= trivial <= summary["extracted"]  # type: ignore[operator]
+    assert summary["patterns"] >= summary["extracted"] - trivial  # type: ignore[operator]
     assert summary["embedded"] == summary["patterns"]
     # Every sighting is kept; merged ones stand behind an active twin.
     assert summary["patterns_active"] > 0 and summary["merged"] >= 0
     assert summary["patterns_active"] + summary["merged"] <= summary["patterns"]
-    assert summary["llm_calls"]["local"] >= 20 and summary["llm_calls"]["claude"] == 0  # type: ignore[index]
+    # Trivial by rule (pipeline.extract.trivial) makes no model call.
+    assert summary["llm_calls"]["local"] >= 20 - trivial and summary["llm_calls"]["claude"] == 0  # type: ignore[index, operator]
     assert summary["cost_usd"] == 0.0
 
     stats = _run(["stats", "--json"], env, timeout=120)

@@ -28,3 +28,6 @@ class RecordingDispatcher:
 
     def feedback(self, interaction_ids: Sequence[int]) -> None:
         self.calls.append(("feedback", list(interaction_ids)))
+
+    def cross_check(self, interaction_ids: Sequence[int]) -> None:
+        self.calls.append(("cross_check", list(interaction_ids)))

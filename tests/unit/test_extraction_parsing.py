@@ -162,7 +162,6 @@ def test_schema_relationships_default_to_empty() -> None:
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
-        ({"patterns": []}, ("patterns",)),
         ({"patterns": [pattern(f"Pattern {i}") for i in range(4)]}, ("patterns",)),
         (
             {"patterns": [pattern()], "relationships": [relationship("a", "b")] * 4},
@@ -194,10 +193,9 @@ def test_schema_relationships_default_to_empty() -> None:
             {"patterns": [{k: v for k, v in pattern().items() if k != "evidence"}]},
             ("patterns", 0, "evidence"),
         ),
-        ({}, ("patterns",)),
+        ({"trivial": "maybe", "patterns": []}, ("trivial",)),
     ],
     ids=[
-        "no-patterns",
         "four-patterns",
         "four-relationships",
         "extra-top-level",
@@ -214,7 +212,7 @@ def test_schema_relationships_default_to_empty() -> None:
         "description-too-long",
         "evidence-too-long",
         "missing-evidence",
-        "empty-object",
+        "trivial-not-a-boolean",
     ],
 )
 def test_schema_rejects(body: dict[str, Any], loc: tuple[Any, ...]) -> None:
@@ -229,10 +227,43 @@ def test_json_schema_is_closed_and_bounded() -> None:
     for name in ("ExtractedPattern", "ExtractedRelationship"):
         assert schema["$defs"][name]["additionalProperties"] is False
     props = schema["properties"]
-    assert (props["patterns"]["minItems"], props["patterns"]["maxItems"]) == (1, 3)
+    assert "minItems" not in props["patterns"] and props["patterns"]["maxItems"] == 3
+    # The engine is asked for every field, the verdict last (stored outputs may omit it).
+    assert list(props) == schema["required"] == ["patterns", "relationships", "trivial"]
     assert props["relationships"]["maxItems"] == 3
     confidence = schema["$defs"]["ExtractedPattern"]["properties"]["confidence"]
     assert (confidence["minimum"], confidence["maximum"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"patterns": []}, {}, {"trivial": True, "patterns": [], "relationships": []}],
+    ids=["no-patterns", "empty-object", "marked-trivial"],
+)
+def test_schema_admits_a_trivial_answer(body: dict[str, Any]) -> None:
+    result = ExtractionResult.model_validate_json(json.dumps(body))
+    assert result.patterns == [] and result.relationships == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"trivial": True, "patterns": [], "relationships": []},
+        {"trivial": False, "patterns": [], "relationships": [relationship("a", "b")]},
+    ],
+    ids=["marked", "no-patterns"],
+)
+def test_parse_output_a_trivial_answer_has_no_patterns(body: dict[str, Any]) -> None:
+    result = parse_output(json.dumps(body), "stop")
+    assert result.trivial and result.patterns == [] and result.relationships == []
+
+
+@pytest.mark.parametrize("flag", [False, True], ids=["unmarked", "marked-trivial-anyway"])
+def test_parse_output_patterns_make_a_lesson(flag: bool) -> None:
+    # Patterns are written before the verdict: they win over a contradicting flag.
+    body = {"patterns": [pattern()], "relationships": [], "trivial": flag}
+    result = parse_output(json.dumps(body), "stop")
+    assert result.trivial is False and len(result.patterns) == 1
 
 
 # --- extraction_key ----------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_hooks_setting_refuses_bad_items(spec: str) -> None:
 def test_beat_recovers_hourly_only_when_configured(clean_env: pytest.MonkeyPatch) -> None:
     from workers.app import BEAT_SCHEDULE, TASK_ROUTES, beat_schedule
 
-    base = {"github_token": "t", "github_hooks": "repo:acme/api:1"}
+    base = {"github_token": "t", "github_hooks": "repo:acme/api:1", "verdicts_poll_interval_s": 0}
     entry = beat_schedule(Settings(**base))["github-recover"]  # type: ignore[arg-type]
     assert entry == {"task": "patterns.github_recover", "schedule": 3600.0}
     assert TASK_ROUTES["patterns.github_recover"] == TASK_ROUTES["patterns.sweep_outbox"]
@@ -120,3 +120,14 @@ def test_beat_recovers_hourly_only_when_configured(clean_env: pytest.MonkeyPatch
         assert beat_schedule(Settings(**{**base, **off})) == BEAT_SCHEDULE  # type: ignore[arg-type]
     every_5 = beat_schedule(Settings(**base, github_recover_interval_s=300))  # type: ignore[arg-type]
     assert every_5["github-recover"]["schedule"] == 300.0
+
+
+def test_beat_polls_verdicts_with_a_token(clean_env: pytest.MonkeyPatch) -> None:
+    from workers.app import BEAT_SCHEDULE, TASK_ROUTES, beat_schedule
+
+    entry = beat_schedule(Settings(github_token="t"))["github-verdicts"]  # type: ignore[call-arg]
+    assert entry == {"task": "patterns.github_verdicts", "schedule": 900.0}
+    assert TASK_ROUTES["patterns.github_verdicts"] == {"queue": "housekeeping"}
+    assert beat_schedule(Settings(github_token=None)) == BEAT_SCHEDULE  # type: ignore[call-arg]
+    off = Settings(github_token="t", verdicts_poll_interval_s=0)  # type: ignore[call-arg]
+    assert "github-verdicts" not in beat_schedule(off)

@@ -233,6 +233,8 @@ def test_task_routes() -> None:
         "patterns.post_feedback": {"queue": "embed"},
         "patterns.errorfix_batch": {"queue": "errorfix"},
         "patterns.github_recover": {"queue": "housekeeping"},
+        "patterns.github_verdicts": {"queue": "housekeeping"},
+        "patterns.cross_check": {"queue": "claude"},
     }
     assert {route["queue"] for route in TASK_ROUTES.values()} <= set(QUEUES)
 
@@ -294,6 +296,7 @@ def test_registered_tasks_match_routes() -> None:
     import workers.feedback
     import workers.recover
     import workers.sweep
+    import workers.verdicts
     from workers.app import app
 
     assert workers.extract.extract_batch_task.name == "patterns.extract_batch"
@@ -304,6 +307,8 @@ def test_registered_tasks_match_routes() -> None:
     assert workers.feedback.post_feedback_task.name == "patterns.post_feedback"
     assert workers.errorfix.errorfix_batch_task.name == "patterns.errorfix_batch"
     assert workers.recover.github_recover_task.name == "patterns.github_recover"
+    assert workers.verdicts.github_verdicts_task.name == "patterns.github_verdicts"
+    assert workers.claude.cross_check_task.name == "patterns.cross_check"
     ours = {name for name in app.tasks if name.startswith("patterns.")}
     assert ours == set(TASK_ROUTES)
 

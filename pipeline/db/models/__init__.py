@@ -4,8 +4,9 @@ Tables from the mission's schema keep their names: ``projects``, ``project_membe
 ``pattern_relationships``, ``pattern_validations``, ``pattern_usage``, ``pattern_events``. Added by
 this system: ``interactions`` (the outbox), ``webhook_deliveries``, ``llm_calls``,
 ``llm_response_cache``, ``budget_days``, ``budget_reservations``, ``claude_message_batches``,
-``typescript_errors``, ``code_analysis``, ``recommendations`` and ``api_keys``. One module per
-side of the pipeline: :mod:`.intake`, :mod:`.patterns`, :mod:`.spend`, :mod:`.errorfix`; status
+``typescript_errors``, ``code_analysis``, ``recommendations``, ``api_keys``,
+``feedback_comments`` and ``feedback_verdicts``. One module per side of the pipeline:
+:mod:`.intake`, :mod:`.patterns`, :mod:`.spend`, :mod:`.errorfix`, :mod:`.feedback`; status
 values are enums in :mod:`pipeline.db.status`.
 
 Vectors are ``vector(EMBEDDING_DIM)`` with HNSW indexes on cosine distance (``vector_cosine_ops``).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from pipeline.db.models.base import EMBEDDING_DIM, Base
 from pipeline.db.models.errorfix import CodeAnalysis, TypeScriptError
+from pipeline.db.models.feedback import FeedbackComment, FeedbackVerdict
 from pipeline.db.models.intake import ApiKey, Interaction, Project, ProjectMember, WebhookDelivery
 from pipeline.db.models.patterns import (
     Pattern,
@@ -46,6 +48,8 @@ PROJECT_SCOPED_TABLES = (
     "code_analysis",
     "recommendations",
     "llm_response_cache",
+    "feedback_comments",
+    "feedback_verdicts",
 )
 
 __all__ = [
@@ -57,6 +61,8 @@ __all__ = [
     "BudgetReservation",
     "ClaudeMessageBatch",
     "CodeAnalysis",
+    "FeedbackComment",
+    "FeedbackVerdict",
     "Interaction",
     "LLMCall",
     "Pattern",

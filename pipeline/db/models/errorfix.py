@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from pipeline.db.models.base import EMBEDDING_DIM, Base, _created, _project_fk
 from pipeline.db.status import (
     CodeAnalysisStatus,
+    FixCheck,
     TsErrorStatus,
     check_in,
 )
@@ -50,9 +51,12 @@ class TypeScriptError(Base):
     fix_model: Mapped[str | None] = mapped_column(Text)
     fix_confidence: Mapped[float | None] = mapped_column(Float)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    #: The compiler's word on ``suggested_fix`` (:class:`FixCheck`); NULL while there is none.
+    fix_check: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
+        check_in("fix_check", FixCheck, "typescript_errors_fix_check_check"),
         UniqueConstraint(
             "project_id",
             "file_path",
@@ -91,11 +95,20 @@ class CodeAnalysis(Base):
     status: Mapped[str] = mapped_column(Text, server_default=CodeAnalysisStatus.SUGGESTED.value)
     compiles: Mapped[bool | None] = mapped_column(Boolean)
     error_resolved: Mapped[bool | None] = mapped_column(Boolean)
+    #: The compiler's word on ``fixed_code`` (:class:`FixCheck`), and on the model's first fix
+    #: when tsc sent it back once (``compile_attempts`` 2: fixes checked; 0 when none was).
+    check_status: Mapped[str] = mapped_column(Text, server_default=FixCheck.UNCHECKED.value)
+    first_check_status: Mapped[str | None] = mapped_column(Text)
+    compile_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: tsc's diagnostics for ``fixed_code`` (``line L, col C: TSnnnn message`` strings).
+    tsc_diagnostics: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     retrieved_example_ids: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     embedding: Mapped[Any] = mapped_column(Vector(EMBEDDING_DIM), nullable=True)
     created_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
         check_in("status", CodeAnalysisStatus, "code_analysis_status_check"),
+        check_in("check_status", FixCheck, "code_analysis_check_status_check"),
+        check_in("first_check_status", FixCheck, "code_analysis_first_check_status_check"),
         Index("ix_code_analysis_status", "status"),
         Index(
             "ix_code_analysis_embedding_hnsw",

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -97,6 +98,9 @@ class Interaction(Base):
     #: Extract claims not followed by a clean release (a killed worker's): see
     #: pipeline.extract.claim; over extract_max_starts, the interaction goes dead.
     extract_starts: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: The extractor said it carries no reusable lesson (no patterns): counted as
+    #: ``skipped_trivial`` (migration 0009).
+    trivial: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
     __table_args__ = (

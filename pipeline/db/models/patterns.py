@@ -79,6 +79,10 @@ class Pattern(Base):
     extraction_model: Mapped[str | None] = mapped_column(Text)
     extraction_confidence: Mapped[float | None] = mapped_column(Float)
     extraction_key: Mapped[str | None] = mapped_column(Text)
+    #: Label-free signals (pipeline.quality.signals, migration 0009; NULL before it): the
+    #: evidence is found in the interaction's text; the title restates the interaction's title.
+    evidence_grounded: Mapped[bool | None] = mapped_column(Boolean)
+    title_copy: Mapped[bool | None] = mapped_column(Boolean)
     source_interaction_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("interactions.id", ondelete="SET NULL")
     )
