@@ -34,7 +34,7 @@ SHOTS = Path(os.environ.get("PATTERNS_TEST_SHOTS", "/tmp/ui-shots"))
 WAIT_MS = 20_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium (``/usr/bin/chromium``, Debian's package) under Playwright."""
     if not CHROMIUM.is_file():

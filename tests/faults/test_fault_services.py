@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from support.chat_server import chat_server
 from support.faults import (
     Rig,
@@ -158,6 +159,11 @@ def _pg_ctl(pg_server: object, *args: str) -> None:
     )  # fmt: skip
 
 
+def _postmaster_start(db: Database) -> object:
+    with db.session(ALL_PROJECTS) as s:
+        return s.scalar(text("SELECT pg_postmaster_start_time()"))
+
+
 def test_postgres_restarted_mid_task(
     pg_server: object, database_url: str, db: Database, redis_url: str, data_dir: Path,
     tmp_path: Path, die_with_parent: Callable[[], None],
@@ -177,6 +183,7 @@ def test_postgres_restarted_mid_task(
             # A crash (no shutdown checkpoint) while the batch's model calls are in flight;
             # restart reuses the server's options (its socket folder) from postmaster.opts.
             down_at = time.monotonic() - started
+            booted = _postmaster_start(db)
             _pg_ctl(pg_server, "-l", str(pg_server.log), "-m", "immediate", "restart")  # type: ignore[attr-defined]
             wait_until(
                 lambda: check(db, ids).lost == 0, 300, lambda: f"{check(db, ids)}\n{rig.tail()}"
@@ -193,5 +200,7 @@ def test_postgres_restarted_mid_task(
     print(f"{inv} in {took:.0f} s")
     inv.assert_clean()
     assert inv.extracted == N
-    retried = sum("Retry in" in log.read_text(errors="replace") for log in rig.logs.values())
-    assert retried >= 1, "no task retried: the restart hit nothing"
+    # The server really went down and came back (crash recovery) while the batch ran; whether
+    # a task then meets an OperationalError (retried) or a pre-pinged fresh connection depends
+    # on timing, and both must keep the invariants.
+    assert _postmaster_start(db) > booted

@@ -162,6 +162,7 @@ def test_without_the_retry_or_without_tsc(
     assert acceptance(db).by_check["unchecked"] == 1 and acceptance(db).checked == 3
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_report_command_shows_the_rates(
     db: Database, database_url: str, embedder: Any, model_settings: Settings
 ) -> None:
@@ -196,4 +197,6 @@ def test_the_default_model_in_the_loop(
     assert summary.tsc_verified >= summary.first_tsc_verified
     for row in _rows(db).values():
         assert RANK[FixCheck(row[1])] >= RANK[FixCheck(row[2])]
-        assert row[3] == (1 if row[2] == "verified" else 2)
+        # Checked once when the first fix was verified; twice when the retry's answer parsed
+        # (retries are sampled without a seed, so an unparsable one can happen: first kept).
+        assert row[3] == 1 if row[2] == "verified" else row[3] in (1, 2)
