@@ -6,16 +6,38 @@ read the reactions and replies on our feedback comments now
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline.cli.common import err, open_db, start
 from pipeline.errors import ConfigurationError, InvalidValueError
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.github.client import HttpxGitHubClient
 
 github_app = typer.Typer(
     help="GitHub: recover missed webhook deliveries; read people's verdicts.", no_args_is_help=True
 )
+
+
+@contextmanager
+def _client(settings: Settings) -> Iterator[HttpxGitHubClient]:
+    """The REST client of ``settings``, closed afterwards; exit 2 when it is not configured."""
+    from pipeline.github.client import HttpxGitHubClient
+
+    try:
+        client = HttpxGitHubClient.from_settings(settings)
+    except ConfigurationError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @github_app.command("recover")
@@ -39,7 +61,6 @@ def recover(
     to redeliver (once) each event that no attempt delivered and that is not in
     webhook_deliveries. Exit 1 when a hook could not be listed, a redelivery was refused or
     GitHub's rate limit stopped the run; 2 when the token or the hooks are not configured."""
-    from pipeline.github.client import HttpxGitHubClient
     from pipeline.github.recover import parse_since
     from pipeline.github.recover import recover as run_recovery
 
@@ -51,18 +72,10 @@ def recover(
     if not settings.github_hooks:
         err.print("[red]PATTERNS_GITHUB_HOOKS is not set (e.g. repo:owner/name:123).[/red]")
         raise typer.Exit(2)
-    try:
-        client = HttpxGitHubClient.from_settings(settings)
-    except ConfigurationError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    try:
-        with open_db(settings) as db:
-            summary = run_recovery(
-                db=db, client=client, hooks=settings.github_hooks, since=window, dry_run=dry_run
-            )
-    finally:
-        client.close()
+    with _client(settings) as client, open_db(settings) as db:
+        summary = run_recovery(
+            db=db, client=client, hooks=settings.github_hooks, since=window, dry_run=dry_run
+        )
     if json_out:
         typer.echo(json.dumps(summary.as_dict()))
     else:
@@ -89,20 +102,11 @@ def verdicts(
     patterns each comment listed (what beat runs every PATTERNS_VERDICTS_POLL_INTERVAL_S). Exit
     1 when a thread could not be read or GitHub's rate limit stopped the poll; 2 without
     PATTERNS_GITHUB_TOKEN."""
-    from pipeline.github.client import HttpxGitHubClient
     from pipeline.github.verdict_poll import poll_verdicts
 
     settings = start(json_logs=json_out)
-    try:
-        client = HttpxGitHubClient.from_settings(settings)
-    except ConfigurationError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    try:
-        with open_db(settings) as db:
-            summary = poll_verdicts(db, client, settings)
-    finally:
-        client.close()
+    with _client(settings) as client, open_db(settings) as db:
+        summary = poll_verdicts(db, client, settings)
     if json_out:
         typer.echo(json.dumps(summary.as_dict()))
     else:

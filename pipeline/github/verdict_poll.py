@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import delete, func, literal, select, text, update
+from sqlalchemy import delete, exists, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -40,8 +40,6 @@ POLL_LOCK_KEY = 0x7672_6474
 #: How much earlier than our first comment's recorded time the thread is listed from (GitHub's
 #: clock and ours may differ; replies are attributed by GitHub's times).
 SINCE_MARGIN = dt.timedelta(hours=1)
-#: ``superseded_by`` hops followed from a listed pattern to the one that absorbed it.
-MAX_MERGE_HOPS = 16
 
 
 @dataclass(frozen=True)
@@ -300,28 +298,21 @@ def _withdraw(session: Session, row: FeedbackVerdict) -> list[uuid.UUID]:
 def _absorbing(session: Session, pattern_id: uuid.UUID) -> uuid.UUID | None:
     """The pattern a verdict on ``pattern_id`` goes to: itself, or, when it was merged, the
     pattern it was merged into (``superseded_by`` with a ``merge`` validation naming it);
-    ``None`` when it no longer exists."""
-    current = pattern_id
-    for _ in range(MAX_MERGE_HOPS):
-        row = session.execute(select(Pattern.superseded_by).where(Pattern.id == current)).first()
-        if row is None:
-            return None if current == pattern_id else current
-        into: uuid.UUID | None = row[0]
-        if into is None:
-            return current
-        merged = session.scalar(
-            select(PatternValidation.id)
-            .where(
-                PatternValidation.pattern_id == into,
-                PatternValidation.validating_pattern_id == current,
-                PatternValidation.validation_type == ValidationType.MERGE.value,
-            )
-            .limit(1)
-        )
-        if not merged:
-            return current
-        current = into
-    return current
+    ``None`` when it no longer exists. One hop is enough: a merge moves what pointed at the
+    merged pattern, its merged rows and its validations, to the canonical one
+    (:func:`pipeline.store.merge.merge_into`), so merge chains stay one link long."""
+    merged = exists().where(
+        PatternValidation.pattern_id == Pattern.superseded_by,
+        PatternValidation.validating_pattern_id == Pattern.id,
+        PatternValidation.validation_type == ValidationType.MERGE.value,
+    )
+    row = session.execute(
+        select(Pattern.superseded_by, merged).where(Pattern.id == pattern_id)
+    ).first()
+    if row is None:
+        return None
+    into, was_merged = row
+    return into if into is not None and was_merged else pattern_id
 
 
 def _set_polled(session: Session, comment_ids: list[int]) -> None:

@@ -97,9 +97,9 @@ class Event:
         }
 
 
-def events_after(db: Database, project_id: uuid.UUID, after_id: int, limit: int) -> list[Event]:
-    """The project's events with an id above ``after_id``, oldest first, at most ``limit``; read
-    under the project's row-level security."""
+def _read_events(
+    db: Database, project_id: uuid.UUID, *, after_id: int, limit: int, newest_first: bool
+) -> list[Event]:
     with db.session(ProjectScope(project_id)) as session:
         rows = session.execute(
             select(
@@ -110,10 +110,22 @@ def events_after(db: Database, project_id: uuid.UUID, after_id: int, limit: int)
                 PatternEvent.created_at,
             )
             .where(PatternEvent.project_id == project_id, PatternEvent.id > after_id)
-            .order_by(PatternEvent.id)
+            .order_by(PatternEvent.id.desc() if newest_first else PatternEvent.id)
             .limit(limit)
         ).all()
     return [Event(r.id, r.event_type, r.pattern_id, dict(r.payload), r.created_at) for r in rows]
+
+
+def events_after(db: Database, project_id: uuid.UUID, after_id: int, limit: int) -> list[Event]:
+    """The project's events with an id above ``after_id``, oldest first, at most ``limit``; read
+    under the project's row-level security."""
+    return _read_events(db, project_id, after_id=after_id, limit=limit, newest_first=False)
+
+
+def recent_events(db: Database, project_id: uuid.UUID, limit: int = 20) -> list[Event]:
+    """The project's ``limit`` newest events, newest first (the explorer's feed page); read
+    under the project's row-level security."""
+    return _read_events(db, project_id, after_id=0, limit=limit, newest_first=True)
 
 
 def last_event_id(db: Database, project_id: uuid.UUID) -> int:

@@ -14,10 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from pipeline.db.engine import Database, ProjectScope
-from pipeline.db.models import Pattern, PatternEvent, PatternRelationship, PatternUsage
+from pipeline.db.models import Pattern, PatternRelationship, PatternUsage
 from pipeline.db.models import PatternValidation as Validation
 from pipeline.store.browse import pattern_json
-from pipeline.store.events import Event
 from pipeline.store.search import Source, sources_of
 
 #: Most rows of each list on a pattern's page.
@@ -139,24 +138,6 @@ def pattern_detail(
 
 def _feedback_json(context: Any, created_at: Any) -> dict[str, Any]:
     return {**(context if isinstance(context, dict) else {}), "created_at": created_at}
-
-
-def recent_events(db: Database, project_id: uuid.UUID, limit: int = 20) -> list[Event]:
-    """The project's ``limit`` newest events, newest first."""
-    with db.session(ProjectScope(project_id)) as session:
-        rows = session.execute(
-            select(
-                PatternEvent.id,
-                PatternEvent.event_type,
-                PatternEvent.pattern_id,
-                PatternEvent.payload,
-                PatternEvent.created_at,
-            )
-            .where(PatternEvent.project_id == project_id)
-            .order_by(PatternEvent.id.desc())
-            .limit(limit)
-        ).all()
-    return [Event(r.id, r.event_type, r.pattern_id, dict(r.payload), r.created_at) for r in rows]
 
 
 def source_link(source: Source) -> str | None:

@@ -16,10 +16,10 @@ from pipeline.api.deps import DB, State, call, get_embedder
 from pipeline.api.feed import PING_S, _stream
 from pipeline.errors import MalformedInputError
 from pipeline.store.browse import list_patterns, project_graph
-from pipeline.store.events import last_event_id
+from pipeline.store.events import last_event_id, recent_events
 from pipeline.store.search import search
 from pipeline.ui.auth import ProjectViewer, session_kind
-from pipeline.ui.data import pattern_detail, recent_events
+from pipeline.ui.data import pattern_detail
 from pipeline.ui.render import PATTERN_TYPES, STATUSES, TYPE_COLORS, render
 
 router = APIRouter()

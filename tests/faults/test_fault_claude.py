@@ -120,6 +120,11 @@ def test_claude_worker_killed_mid_call_releases_and_redoes(
     call's reservation lapses (lease 10 s) and the sweep releases it, Redis redelivers the task
     (visibility 8 s), and the call is made again; nothing is left reserved or spent twice."""
     n, kills = 8, 2
+
+    def settled() -> bool:  # everything ended and the dead calls' reservations released
+        inv = check(db, ids)
+        return inv.lost == 0 and inv.reservations_open == 0
+
     with db.session(ALL_PROJECTS) as s:
         ids = store(s, interactions(n, "claude-kill")).interaction_ids
     dispatcher = publisher(redis_url)
@@ -147,10 +152,7 @@ def test_claude_worker_killed_mid_call_releases_and_redoes(
                         120, rig.tail, 0.02,
                     )  # fmt: skip
                     rig.restart("claude")  # mid-call: the answer takes 3 s
-                wait_until(
-                    lambda: check(db, ids).lost == 0 and check(db, ids).reservations_open == 0,
-                    300, lambda: f"{check(db, ids)}\n{rig.tail()}",
-                )  # fmt: skip
+                wait_until(settled, 300, lambda: f"{check(db, ids)}\n{rig.tail()}")
                 took = time.monotonic() - started
             finally:
                 rig.stop_all()

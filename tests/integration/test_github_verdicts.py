@@ -396,3 +396,44 @@ def test_the_migration_fills_in_comments_posted_before_it(
         engine.dispose()
     assert len(rows) == 1 and rows[0][0] == scene.comment_id
     assert sorted(rows[0][3]) == sorted(str(p) for p in scene.listed.values())
+
+
+def test_a_verdict_on_a_merged_pattern_goes_to_the_one_that_absorbed_it(
+    db: Database, github: FakeGitHub, scene: Scene
+) -> None:
+    """A listed pattern merged into another, which was merged in turn (merges keep the chain one
+    link long): a 👍 on the comment confirms the pattern that absorbed both, not the inactive
+    merged rows. A pattern only superseded (no merge) keeps its own verdict."""
+    from pipeline.store.merge import merge_into
+
+    first_title = EARLIER[0][0]
+    other = next(t for t in scene.listed if t != first_title)
+    with db.session(ALL_PROJECTS) as s:
+        titles = dict(s.execute(select(Pattern.title, Pattern.id)).all())
+        middle = next(titles[t] for t, _ in EARLIER if t not in scene.listed)
+        final = titles[NEW[0][0]]
+        merge_into(s, canonical_id=middle, merged_id=scene.listed[first_title],
+                   settings=scene.settings, match="title")  # fmt: skip
+        merge_into(s, canonical_id=final, merged_id=middle, settings=scene.settings,
+                   match="title")  # fmt: skip
+        # Superseded by a newer pattern without a merge: not absorbed.
+        s.execute(update(Pattern).where(Pattern.id == scene.listed[other]).values(
+            superseded_by=final))  # fmt: skip
+    github.react(scene.comment_id, "+1", "ann")
+
+    summary = _poll(db, scene.settings)
+
+    assert (summary.added, summary.errors) == (2, 0)
+    with db.session(ALL_PROJECTS) as s:
+        confirmed = sorted(
+            s.scalars(
+                select(PatternValidation.pattern_id).where(
+                    PatternValidation.validation_type == "review",
+                    PatternValidation.validator == "github:ann",
+                )
+            ).all()
+        )
+        flat = s.scalar(select(Pattern.superseded_by).where(
+            Pattern.id == scene.listed[first_title]))  # fmt: skip
+    assert flat == final  # the first merge's row now points at the last canonical
+    assert confirmed == sorted([final, scene.listed[other]])
