@@ -8,7 +8,7 @@
   titles unique to ``tag``.
 - :func:`copy_patterns`: N active, embedded patterns into one project with psycopg ``COPY``.
 - :func:`write_results`: the pattern writer's path for stored interactions
-  (:func:`pipeline.extract.write.write_one` per interaction in one transaction, as
+  (:func:`pipeline.extract.bulk.write_batch` over the batch in one transaction, as
   ``extract_batch`` does), then storing given vectors and merging twins as the embed task does
   (:func:`pipeline.store.embed` without the model).
 """
@@ -216,9 +216,10 @@ def copy_patterns(
 def write_results(db: Any, settings: Any, ids: Sequence[int], results: Sequence[Any]) -> list[Any]:
     """The writer's path for ``results`` of interactions ``ids`` (module docstring, first half);
     returns the new pattern ids."""
-    from pipeline.db.engine import ALL_PROJECTS, ProjectScope, rescope
+    from pipeline.db.engine import ALL_PROJECTS
     from pipeline.db.status import ExtractionMethod
-    from pipeline.extract.write import ExtractionBatchResult, Provenance, Work, write_one
+    from pipeline.extract.bulk import write_batch
+    from pipeline.extract.write import ExtractionBatchResult, Provenance, Work
     from pipeline.store.events import lock_projects
 
     out = ExtractionBatchResult()
@@ -233,10 +234,10 @@ def write_results(db: Any, settings: Any, ids: Sequence[int], results: Sequence[
             )
         }
         lock_projects(session, set(project_of.values()))
-        for iid, result in zip(ids, results, strict=True):
-            with session.begin_nested():
-                rescope(session, ProjectScope(project_of[iid]))
-                write_one(session, Work(iid, 1, result, None), source, out)
+        works = [
+            (Work(iid, 1, r, None), project_of[iid]) for iid, r in zip(ids, results, strict=True)
+        ]
+        write_batch(session, works, source, out)
     return out.pattern_ids
 
 

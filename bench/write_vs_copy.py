@@ -5,8 +5,8 @@ index and trigger), pre-filled with ``BASE`` embedded patterns so the index is n
 
 - ``writer``: K stored interactions, each with an extraction result of two patterns and one
   relationship (:func:`store_fixtures.synthetic_results`), written by the pattern writer
-  (:func:`pipeline.extract.write.write_one` per interaction, as ``extract_batch`` does: row lock,
-  twin look-up, insert, relationships, events, status), then their vectors stored and twins
+  (:func:`pipeline.extract.bulk.write_batch` over the batch, as ``extract_batch`` does: row locks,
+  twin look-ups, inserts, relationships, events, statuses), then their vectors stored and twins
   looked up as the embed task does (model call excluded: the vectors are given).
 - ``copy``: the same number of pattern rows, with their vectors, by one ``COPY``.
 

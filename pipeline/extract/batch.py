@@ -17,17 +17,19 @@ parsed is cached in the batch's write transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from pipeline.db.engine import ALL_PROJECTS, Database, ProjectScope, rescope
+from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall
 from pipeline.db.status import WAITING_STATUSES, ExtractionMethod
 from pipeline.errors import ModelOutputError
 from pipeline.extract.attempts import Attempts, RetryDecision, generate_with_retries, one_retry
+from pipeline.extract.bulk import write_batch
 from pipeline.extract.cache import CacheKey, Versions, lookup_outputs, remember
 from pipeline.extract.prompts import EXAMPLE_TITLES, PROMPT_VERSION, extraction_messages
 from pipeline.extract.schemas import (
@@ -37,7 +39,7 @@ from pipeline.extract.schemas import (
     validate_output,
 )
 from pipeline.extract.trivial import trivial_reason
-from pipeline.extract.write import ExtractionBatchResult, Provenance, Work, write_one
+from pipeline.extract.write import ExtractionBatchResult, Provenance, Work
 from pipeline.llm.base import GenerationRequest, StructuredLLM
 from pipeline.settings import Settings
 from pipeline.spend.routing import priority_of
@@ -170,15 +172,15 @@ def extract_batch(
             session.execute(insert(LLMCall), attempts.calls)
         remember(session, keys, attempts.accepted)
         lock_projects(session, {row.project_id for row in rows})
+        works: list[tuple[Work, uuid.UUID]] = []
         for row in rows:
             result, failure = attempts.results.get(row.id), attempts.failed.get(row.id)
             if row.id in attempts.deferred or (keep_failures and result is None):
                 out.deferred[row.id] = attempts.deferred.get(row.id) or failure or "deferred"
                 continue
-            with session.begin_nested():
-                rescope(session, ProjectScope(row.project_id))
-                write_one(session, Work(row.id, attempts.attempts[row.id], result, failure),
-                          source, out)  # fmt: skip
+            works.append((Work(row.id, attempts.attempts[row.id], result, failure),
+                          row.project_id))  # fmt: skip
+        write_batch(session, works, source, out)
     log.info(
         "extract_batch_done",
         provider=engine.provider,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import cast
 
 import structlog
@@ -38,7 +38,7 @@ from pipeline.extract.relationships import (
     project_titles,
     resolve_relationships,
 )
-from pipeline.extract.schemas import ExtractionResult
+from pipeline.extract.schemas import ExtractedPattern, ExtractionResult
 from pipeline.quality.signals import is_grounded, is_title_copy
 from pipeline.settings import Settings
 from pipeline.store.events import NewEvent, record
@@ -76,6 +76,17 @@ class ExtractionBatchResult:
     tokens_in: int = 0
     tokens_out: int = 0
     generate_seconds: float = 0.0
+
+    def absorb(self, part: ExtractionBatchResult) -> None:
+        """Add what ``part`` (a piece of the same batch) did to this result."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(part, f.name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif isinstance(mine, dict):
+                mine.update(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
 
 
 @dataclass(frozen=True)
@@ -178,23 +189,7 @@ def _insert_patterns(
     events: list[NewEvent] = []
     for p in result.patterns:
         twin = title_twin(session, inter.project_id, p.type, p.title)
-        row = {
-            "project_id": inter.project_id,
-            "type": p.type,
-            "title": p.title,
-            "content": {"description": p.description, "evidence": p.evidence},
-            "confidence": p.confidence,
-            "extraction_method": source.method.value,
-            "extraction_model": source.model_name,
-            "extraction_confidence": p.confidence,
-            "extraction_key": source.extraction_key,
-            "evidence_grounded": is_grounded(p.evidence, inter.content),
-            "title_copy": is_title_copy(p.title, inter.content),
-            "source_interaction_id": inter.id,
-            "pattern_strength": pattern_strength(0, 0),
-            "is_active": twin is None,
-            "superseded_by": twin,
-        }
+        row = pattern_row(inter.project_id, inter.id, inter.content, p, source, twin)
         pid = session.scalar(
             insert(Pattern).values(row).on_conflict_do_nothing().returning(Pattern.id)
         )
@@ -209,6 +204,36 @@ def _insert_patterns(
                 session, canonical_id=twin, merged_id=pid, settings=source.settings, match="title"
             )
     return stored, events
+
+
+def pattern_row(
+    project_id: uuid.UUID,
+    interaction_id: int,
+    content: str,
+    p: ExtractedPattern,
+    source: Provenance,
+    twin: uuid.UUID | None,
+) -> dict[str, object]:
+    """The ``patterns`` row of extracted pattern ``p`` of an interaction (its text ``content``,
+    for the label-free signals): active, or inactive and merged into ``twin``. No ``id``: the
+    database draws one unless the caller adds it."""
+    return {
+        "project_id": project_id,
+        "type": p.type,
+        "title": p.title,
+        "content": {"description": p.description, "evidence": p.evidence},
+        "confidence": p.confidence,
+        "extraction_method": source.method.value,
+        "extraction_model": source.model_name,
+        "extraction_confidence": p.confidence,
+        "extraction_key": source.extraction_key,
+        "evidence_grounded": is_grounded(p.evidence, content),
+        "title_copy": is_title_copy(p.title, content),
+        "source_interaction_id": interaction_id,
+        "pattern_strength": pattern_strength(0, 0),
+        "is_active": twin is None,
+        "superseded_by": twin,
+    }
 
 
 def _insert_relationships(
