@@ -278,7 +278,10 @@ def _active_titles(
             select(Pattern.id, Pattern.type, Pattern.normalized_title)
             .where(
                 Pattern.project_id == project_id,
-                Pattern.is_active.is_(True),
+                # Plain ``is_active`` proves the partial index's predicate (``IS true`` does
+                # not): the index on active (project_id, normalized_title) of migration 0011
+                # serves this instead of a scan of the table (docs/PERFORMANCE.md, "Scaling").
+                Pattern.is_active,
                 Pattern.normalized_title.in_(sorted(normalized)),
             )
             .order_by(Pattern.created_at, Pattern.id)

@@ -1,5 +1,10 @@
 """Usage: every time a pattern is served (a search hit, a GitHub feedback comment) it gets a
-``pattern_usage`` row and its ``usage_count`` follows, in the serving transaction."""
+``pattern_usage`` row and its ``usage_count`` follows, in the serving transaction.
+
+``usage_count`` is a counter, incremented with each row (and carried over with the rows a merge
+moves: :func:`pipeline.store.merge.refresh`), so serving costs the same however often a pattern
+was served before; recounting its rows on every serving grew with its usage history.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -25,7 +30,9 @@ def record_usage(
     context: Mapping[str, Any],
 ) -> None:
     """One ``pattern_usage`` row per served pattern (id → its project id), and each pattern's
-    ``usage_count`` recounted from its rows.
+    ``usage_count`` incremented by one: two statements, whatever the patterns' usage history.
+    Concurrent servings of one pattern each add their one under the row's lock, so none is
+    lost (a recount in each serving transaction could miss the other's uncommitted row).
 
     Args:
         used_by: who was served: ``search:api``, ``search:cli``, ``feedback:github``...
@@ -47,13 +54,7 @@ def record_usage(
             for pid in ids
         ],
     )
-    counted = (
-        select(func.count())
-        .where(PatternUsage.pattern_id == Pattern.id)
-        .correlate(Pattern)
-        .scalar_subquery()
-    )
     session.execute(
-        update(Pattern).where(Pattern.id.in_(ids)).values(usage_count=counted),
+        update(Pattern).where(Pattern.id.in_(ids)).values(usage_count=Pattern.usage_count + 1),
         execution_options={"synchronize_session": False},
     )

@@ -32,6 +32,9 @@ from pipeline.db.status import (
     check_in,
 )
 
+#: ``fillfactor`` of the ``patterns`` heap, percent (migration 0011): a row with its vector is
+#: about 1.8 kB, so a full 8 kB page has no room for a fifth version.
+PATTERNS_FILLFACTOR = 80
 #: SQL of ``patterns.normalized_title`` (the rule of :func:`pipeline.text.normalize_title`).
 NORMALIZED_TITLE = r"btrim(regexp_replace(lower(title), '[^\w]+', ' ', 'g'))"
 
@@ -105,6 +108,13 @@ class Pattern(Base):
             unique=True,
             postgresql_where=text("is_active"),
         ),
+        # Relationship ends are looked up by title without their type (migration 0011).
+        Index(
+            "ix_patterns_active_normalized_title",
+            "project_id",
+            "normalized_title",
+            postgresql_where=text("is_active"),
+        ),
         Index("ix_patterns_project_created", "project_id", "created_at", "id"),
         Index("ix_patterns_superseded_by", "superseded_by"),
         Index(
@@ -113,6 +123,10 @@ class Pattern(Base):
             postgresql_using="hnsw",
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
+        # Room on each page for a row's next version, so counter updates (usage_count on every
+        # search hit, counts on merges) stay heap-only instead of re-inserting the row into
+        # every index, the HNSW graph included (migration 0011).
+        {"postgresql_with": {"fillfactor": PATTERNS_FILLFACTOR}},
     )
 
 
