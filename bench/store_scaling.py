@@ -9,8 +9,8 @@ real embeddings: :func:`store_fixtures.synthetic_vectors`, loaded by COPY and in
 migration does), two rounds of K interactions of two patterns and one relationship each
 (:func:`store_fixtures.synthetic_results`) go through
 
-- ``write``: the pattern writer (``write_one`` per interaction: twin look-up by title, inserts,
-  relationships, events), in one batch as ``extract_batch`` writes;
+- ``write``: the pattern writer (``pipeline.extract.bulk.write_batch``: twin look-ups by title,
+  inserts, relationships, events, statuses), in one batch as ``extract_batch`` writes;
 - ``embed``: storing their vectors and looking up and merging embedding twins, as the embed task
   does after its model call; a quarter of the new patterns lie within the merge distance of a
   stored pattern of their type, so merges happen;
