@@ -12,8 +12,8 @@ from typing import Any
 def _batch_sizes(extract: Mapping[str, Any], out: Path, plt: Any) -> None:
     points = sorted(extract["batch_sizes"], key=lambda p: p["batch_size"])
     raw = extract["raw"]
-    if all(p["batch_size"] != extract["interactions"] for p in points):
-        points.append({"batch_size": extract["interactions"], "tokens_per_s": raw["tokens_per_s"]})
+    if all(p["batch_size"] != extract["batch_size"] for p in points):  # raw: calls of B
+        points.append({"batch_size": extract["batch_size"], "tokens_per_s": raw["tokens_per_s"]})
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(
         [p["batch_size"] for p in points],

@@ -1,60 +1,48 @@
-"""A pyinstrument profile of the extraction worker's path (``extract_batch`` over N interactions
-in one batch), for ``extract_vs_raw`` when it misses its goal: where the time goes besides the
-first vLLM call (a retry, database reads and writes, validation).
+"""A pyinstrument profile of the extraction worker's path, for ``extract_vs_raw`` when it misses
+its goal: where the time goes besides the vLLM calls (retries, database reads and writes,
+validation, claims and routing).
 
-Writes ``docs/profile-extract.txt`` (pyinstrument's call tree) with a header giving the seconds
-of each vLLM call, measured by wrapping the engine. Usage:
-``python bench/profile_extract.py [N]`` (default 32).
+The path is ``bench/extract_throughput.py``'s (its module docstring, 1): N interactions
+published as extract tasks of ``PATTERNS_EXTRACT_BATCH_SIZE``, each message run through
+``extract_routed`` in turn, retries riding with refills. Writes ``docs/profile-extract.txt``
+(pyinstrument's call tree) with a header giving each vLLM call's size, retries, seconds and
+output tokens, measured by wrapping the engine. Usage:
+``python bench/profile_extract.py [N]`` (default 64).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from benchlib import REPO, corpus, scratch_database
+from extract_throughput import EngineCalls, run_queue
 
 OUT = REPO / "docs" / "profile-extract.txt"
 
 
-class _Calls:
-    """The engine, recording each ``generate`` call's size and seconds."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: list[tuple[int, float, int]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def generate(self, requests: Any) -> Any:
-        started = time.perf_counter()
-        out = self.inner.generate(requests)
-        tokens = sum(g.tokens_out for g in out)
-        self.calls.append((len(requests), time.perf_counter() - started, tokens))
-        return out
-
-
 def main() -> None:
-    """Profile one batch and write the call tree."""
+    """Profile the queue's extraction and write the call tree."""
     from pyinstrument import Profiler
 
     from pipeline.db.engine import ALL_PROJECTS, Database
-    from pipeline.extract.batch import extract_batch
     from pipeline.intake.normalize import NormalizedInteraction
     from pipeline.intake.records import read_records
     from pipeline.intake.store import store
     from pipeline.llm.vllm_engine import VLLMEngine
     from pipeline.settings import Settings
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 32
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 64
     settings = Settings(
-        database_url=None, redis_url=None, response_cache=False, vllm_prefix_caching=True
+        database_url=None,
+        redis_url=None,
+        response_cache=False,
+        vllm_prefix_caching=True,
+        extract_linger_s=0,
     )
     records = [r for r in read_records([corpus()], limit=n) if isinstance(r, NormalizedInteraction)]
     inner = VLLMEngine.from_settings(settings)
-    engine = _Calls(inner)
+    engine = EngineCalls(inner)
     try:
         with scratch_database("pt-profile-extract-") as url:
             db = Database.from_url(url)
@@ -63,15 +51,22 @@ def main() -> None:
             inner.generate(engine_warmup(records[:2], settings))
             profiler = Profiler(interval=0.005)
             profiler.start()
-            result = extract_batch(db=db, engine=engine, settings=settings, interaction_ids=ids)
+            totals = run_queue(db, engine, settings, ids)
             profiler.stop()
             db.dispose()
     finally:
         inner.close()
-    calls = "; ".join(f"{size} prompts {s:.1f} s {t} tokens" for size, s, t in engine.calls)
+    calls = "; ".join(
+        f"{c['size']} prompts ({c['retries']} retries) {c['seconds']:.1f} s "
+        f"{c['tokens_out']} tokens"
+        for c in engine.calls
+    )
     header = (
-        f"# extract_batch over {len(ids)} interactions: {len(result.extracted)} extracted, "
-        f"{len(result.failed)} failed, {result.llm_calls} model requests\n"
+        f"# extract tasks of {settings.extract_batch_size} over {len(ids)} interactions: "
+        f"{totals.get('tasks', 0)} tasks ({totals.get('idle_tasks', 0)} found nothing left), "
+        f"{totals.get('extracted', 0)} extracted, {totals.get('failed', 0)} failed, "
+        f"{totals.get('refilled', 0)} refilled, "
+        f"{sum(c['size'] for c in engine.calls)} model requests\n"
         f"# vLLM calls: {calls}\n"
         f"# wall {profiler.last_session.duration:.1f} s\n"
     )

@@ -3,7 +3,7 @@
 (each bench's full output), the plots under ``docs/`` and prints a table with the goals.
 
 Sizes are reduced by default so that the whole run fits 20 minutes on a 2-core machine (the
-table says which); ``BENCH_FULL=1`` (or ``--full``) runs the full sizes: 64 interactions of
+table says which); ``BENCH_FULL=1`` (or ``--full``) runs the full sizes: 160 interactions of
 extraction, 2,400 webhooks, 48 deliveries a side, the HNSW parameter sweep, and the scaling run's
 ``patterns run`` over 100/500/1,900 deliveries (hours here). A bench that fails is reported in
 the table and leaves its keys out; the run then exits 1.
@@ -35,7 +35,7 @@ BENCHES: tuple[tuple[str, str, list[str], list[str]], ...] = (
     ("write", "write_vs_copy.py", ["250"], ["500"]),
     ("search", "search_recall.py", ["100000"], ["100000", "--sweep"]),
     ("scaling", "store_scaling.py", ["40"], ["40", "--full"]),
-    ("extract", "extract_throughput.py", ["32"], ["64"]),
+    ("extract", "extract_throughput.py", ["96"], ["160"]),  # a queue of 3 (5) batches
     ("webhook", "webhook_load.py", ["600", "32"], ["2400", "32"]),
     ("webhook_vs_file", "webhook_vs_file.py", ["8"], ["48"]),
 )

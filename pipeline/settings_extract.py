@@ -72,7 +72,16 @@ class ExtractSettings(BaseSettings):
         default=1800,
         gt=0,
         description="How long an extract task's claim on its interactions lasts; must exceed the "
-        "longest batch. A killed worker's claims lapse after it.",
+        "longest task (extract_refill_rounds + 1 engine calls). A killed worker's claims lapse "
+        "after it.",
+    )
+    extract_refill_rounds: int = Field(
+        default=4,
+        ge=1,
+        description="Engine calls of one extract task that may take more queued interactions: "
+        "a retry rides in the next call with new work topping it up to extract_batch_size "
+        "instead of running alone at batch-1 speed (pipeline.extract.attempts.Refill). 1: "
+        "retries always run on their own.",
     )
     extract_max_starts: int = Field(
         default=3,

@@ -17,8 +17,9 @@ parsed is cached in the batch's write transaction.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 from sqlalchemy import select
@@ -28,7 +29,14 @@ from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.db.models import Interaction, LLMCall
 from pipeline.db.status import WAITING_STATUSES, ExtractionMethod
 from pipeline.errors import ModelOutputError
-from pipeline.extract.attempts import Attempts, RetryDecision, generate_with_retries, one_retry
+from pipeline.extract.attempts import (
+    Attempts,
+    Fresh,
+    Refill,
+    RetryDecision,
+    generate_with_retries,
+    one_retry,
+)
 from pipeline.extract.bulk import write_batch
 from pipeline.extract.cache import CacheKey, Versions, lookup_outputs, remember
 from pipeline.extract.prompts import EXAMPLE_TITLES, PROMPT_VERSION, extraction_messages
@@ -54,6 +62,10 @@ TASK_TYPE = TaskType.PATTERN_EXTRACTION
 CACHE_VERSIONS = Versions(TASK_TYPE, PROMPT_VERSION, SCHEMA_VERSION)
 #: Attempts per interaction: the first, and one retry with a larger token limit.
 MAX_ATTEMPTS = 2
+#: ``more(n)``: up to ``n`` more interactions for a batch whose retries need company, already
+#: claimed and routed to this engine, as id → route reason; empty when what was claimed went
+#: elsewhere (Claude), ``None`` when nothing more is queued (:func:`extract_batch`).
+MoreWork = Callable[[int], Mapping[int, str] | None]
 
 
 def extraction_key(model_name: str) -> str:
@@ -124,6 +136,7 @@ def extract_batch(
     interaction_ids: Sequence[int],
     route_reasons: Mapping[int, str] | None = None,
     keep_failures: bool = False,
+    more: MoreWork | None = None,
 ) -> ExtractionBatchResult:
     """Extract patterns and relationships for a batch of interactions with one engine call per
     attempt, and store them. Interactions trivial by rule (:func:`pipeline.extract.trivial.
@@ -139,6 +152,12 @@ def extract_batch(
     route reason when given; one answered from the response cache (``settings.response_cache``)
     reaches no engine and is recorded as a cache hit.
 
+    With ``more``, a retry does not run alone: each retry round is topped up to
+    ``extract_batch_size`` with interactions ``more`` hands over (for at most
+    ``extract_refill_rounds`` engine calls; :class:`~pipeline.extract.attempts.Refill`), and
+    those are extracted, recorded and stored like the batch's own (trivial rules, response
+    cache, their route reasons).
+
     Returns:
         What was extracted, failed and stored; ``pattern_ids`` lists the new patterns to embed.
 
@@ -146,18 +165,11 @@ def extract_batch(
         RetryableError / PermanentError: from the engine, when nothing could be generated.
     """
     out = ExtractionBatchResult()
-    with db.session(ALL_PROJECTS) as session:
-        rows = session.scalars(
-            select(Interaction)
-            .where(
-                Interaction.id.in_(list(interaction_ids)),
-                Interaction.status.in_([s.value for s in WAITING_STATUSES]),
-            )
-            .order_by(Interaction.id)
-        ).all()
+    rows = _waiting(db, interaction_ids)
     if not rows:
         return out
-    attempts, keys = _answers(db, engine, settings, rows, route_reasons)
+    attempts, keys, taken = _answers(db, engine, settings, rows, route_reasons, more)
+    rows = sorted([*rows, *taken], key=lambda row: row.id)  # written like the batch's own
     out.llm_calls, out.cache_hits = attempts.model_calls, len(attempts.hits)
     out.tokens_in, out.tokens_out = attempts.tokens_in, attempts.tokens_out
     out.generate_seconds = attempts.seconds
@@ -197,24 +209,61 @@ def extract_batch(
     return out
 
 
+def _waiting(db: Database, interaction_ids: Sequence[int]) -> list[Interaction]:
+    """The interactions among ``interaction_ids`` still waiting for extraction, by id."""
+    with db.session(ALL_PROJECTS) as session:
+        return list(
+            session.scalars(
+                select(Interaction)
+                .where(
+                    Interaction.id.in_(list(interaction_ids)),
+                    Interaction.status.in_([s.value for s in WAITING_STATUSES]),
+                )
+                .order_by(Interaction.id)
+            ).all()
+        )
+
+
 def _answers(
     db: Database,
     engine: StructuredLLM,
     settings: Settings,
     rows: Sequence[Interaction],
     route_reasons: Mapping[int, str] | None,
-) -> tuple[Attempts[ExtractionResult], dict[int, CacheKey]]:
+    more: MoreWork | None,
+) -> tuple[Attempts[ExtractionResult], dict[int, CacheKey], list[Interaction]]:
     """Interactions trivial by rule (:mod:`pipeline.extract.trivial`) get the trivial answer
-    with no model call (attempt count 0, no ``llm_calls`` row); the rest go to
-    :func:`_generate`."""
-    ruled = {row.id for row in rows if trivial_reason(row.content) is not None}
-    asked = [row for row in rows if row.id not in ruled]
-    attempts, keys = (
-        _generate(db, engine, settings, asked, route_reasons) if asked else (Attempts(), {})
+    with no model call (attempt count 0, no ``llm_calls`` row); the rest go to the response
+    cache, then to the engine, one batched call per attempt
+    (:func:`~pipeline.extract.attempts.generate_with_retries`), retry rounds topped up through
+    ``more``. Returns the attempts, the cache keys (empty with the cache off) and the rows the
+    refills took."""
+    batch = _Batch(db, engine, settings)
+    first = batch.admit(rows)
+    refill = None
+    if more is not None:
+        refill = Refill(
+            take=functools.partial(batch.take, more),
+            size=settings.extract_batch_size,
+            rounds=settings.extract_refill_rounds,
+        )
+    attempts = generate_with_retries(
+        engine,
+        first.keys,
+        request=batch.request,
+        parse=parse_output,
+        decide=lambda attempt, exc: retry_decision(attempt, exc, settings),
+        task_type=TASK_TYPE,
+        route_reasons=route_reasons,
+        cached=first.cached,
+        refill=refill,
     )
-    for iid in ruled:
+    for iid in batch.ruled:
         attempts.results[iid], attempts.attempts[iid] = ExtractionResult(trivial=True), 0
-    return attempts, keys
+    if batch.taken:
+        log.info("extract_batch_refilled", own=len(rows), refilled=len(batch.taken),
+                 to_engine=len(attempts.refilled))  # fmt: skip
+    return attempts, batch.keys, batch.taken
 
 
 def extraction_request(
@@ -241,40 +290,50 @@ def extraction_request(
     )
 
 
-def _generate(
-    db: Database,
-    engine: StructuredLLM,
-    settings: Settings,
-    rows: Sequence[Interaction],
-    route_reasons: Mapping[int, str] | None,
-) -> tuple[Attempts[ExtractionResult], dict[int, CacheKey]]:
-    """The response cache's outputs first, then one batched engine call per attempt over the
-    rest (see :func:`~pipeline.extract.attempts.generate_with_retries`). Returns the attempts and
-    the interactions' cache keys (empty with the cache off)."""
-    by_id = {r.id: r for r in rows}
+class _Batch:
+    """What the attempt loop needs of a batch's interactions, its own and those refills take:
+    each one's row (for its request), the ones trivial by rule, the response-cache keys."""
 
-    def request(iid: int, retry: RetryDecision | None) -> GenerationRequest:
-        interaction = by_id[iid]
+    def __init__(self, db: Database, engine: StructuredLLM, settings: Settings) -> None:
+        self.db, self.engine, self.settings = db, engine, settings
+        self.by_id: dict[int, Interaction] = {}
+        self.ruled: set[int] = set()
+        self.keys: dict[int, CacheKey] = {}
+        self.taken: list[Interaction] = []
+
+    def request(self, iid: int, retry: RetryDecision | None) -> GenerationRequest:
+        """Interaction ``iid``'s extraction request (:func:`extraction_request`)."""
+        interaction = self.by_id[iid]
         return extraction_request(
-            interaction.content, iid, settings, retry, priority=priority_of(interaction.metadata_)
-        )
+            interaction.content, iid, self.settings, retry,
+            priority=priority_of(interaction.metadata_),
+        )  # fmt: skip
 
-    keys, cached = lookup_outputs(
-        db,
-        {iid: request(iid, None) for iid in by_id},
-        {iid: r.project_id for iid, r in by_id.items()},
-        model=engine.model_name,
-        versions=CACHE_VERSIONS,
-        enabled=settings.response_cache,
-    )
-    attempts = generate_with_retries(
-        engine,
-        list(by_id),
-        request=request,
-        parse=parse_output,
-        decide=lambda attempt, exc: retry_decision(attempt, exc, settings),
-        task_type=TASK_TYPE,
-        route_reasons=route_reasons,
-        cached=cached,
-    )
-    return attempts, keys
+    def admit(self, rows: Sequence[Interaction]) -> Fresh:
+        """Set aside the rows trivial by rule; the others' ids (for the engine) with the
+        response cache's outputs for them."""
+        ruled = {row.id for row in rows if trivial_reason(row.content) is not None}
+        asked = [row for row in rows if row.id not in ruled]
+        self.ruled |= ruled
+        self.by_id.update((row.id, row) for row in asked)
+        keys, cached = lookup_outputs(
+            self.db,
+            {row.id: self.request(row.id, None) for row in asked},
+            {row.id: row.project_id for row in asked},
+            model=self.engine.model_name,
+            versions=CACHE_VERSIONS,
+            enabled=self.settings.response_cache,
+        )
+        self.keys.update(keys)
+        return Fresh(keys=[row.id for row in asked], cached=cached)
+
+    def take(self, more: MoreWork, n: int) -> Fresh | None:
+        """Up to ``n`` more interactions from ``more``, admitted like the batch's own, with
+        their route reasons; ``None`` when nothing more is queued."""
+        reasons = more(n)
+        if not reasons:
+            return None if reasons is None else Fresh()
+        rows = _waiting(self.db, list(reasons))
+        self.taken.extend(rows)
+        fresh = self.admit(rows)
+        return Fresh(fresh.keys, fresh.cached, {iid: reasons[iid] for iid in fresh.keys})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -19,8 +19,8 @@ from pipeline.db.engine import Database
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import MalformedInputError, PipelineError
 from pipeline.extract.analysis import analyze_batch, mark_analysis_failed
-from pipeline.extract.batch import extract_batch
-from pipeline.extract.claim import claim_batch, release
+from pipeline.extract.batch import MoreWork, extract_batch
+from pipeline.extract.claim import claim_batch, claim_queued, release
 from pipeline.extract.write import ExtractionBatchResult, mark_failed
 from pipeline.llm.base import StructuredLLM
 from pipeline.quality.crosscheck import pick_sample
@@ -40,9 +40,11 @@ class ExtractSummary:
     patterns: int
     to_claude: int = 0
     deferred: int = 0
-    #: Interactions the task held (its own and those it topped its batch up with).
+    #: Interactions the task held (its own, those it topped its batch up with at the claim and
+    #: those it refilled retry rounds with).
     claimed: int = 0
     topped_up: int = 0
+    refilled: int = 0
     #: Poison handling (pipeline.extract.claim): gone dead after too many crashed starts, and
     #: suspects set aside and published again one per task.
     dead: int = 0
@@ -72,7 +74,9 @@ def extract_routed(
     """The extract task: claim the batch under a lease held by ``lease_owner`` (the task's id),
     topped up with other queued interactions when it is short and ``route`` is true
     (:func:`pipeline.extract.claim.claim_batch`; not when the dispatcher is eager, where every
-    batch is published full), then :func:`extract_claimed`, then release the lease. Without
+    batch is published full), then :func:`extract_claimed`, then release the lease. Under the
+    same conditions, retry rounds are topped up with more queued interactions claimed under the
+    same lease (:func:`pipeline.extract.claim.claim_queued`), released with the rest. Without
     ``lease_owner`` the given interactions are extracted as they are, unclaimed.
 
     Interactions whose worker was lost ``extract_max_starts`` times go ``dead`` at the claim;
@@ -88,6 +92,7 @@ def extract_routed(
     )  # fmt: skip
     if lease_owner is None:
         return extract(interaction_ids=interaction_ids)
+    top_up = route and not dispatcher.eager
     claim = claim_batch(
         db,
         lease_owner,
@@ -95,7 +100,7 @@ def extract_routed(
         batch_size=settings.extract_batch_size,
         linger_s=settings.extract_linger_s,
         lease_s=settings.extract_lease_s,
-        top_up=route and not dispatcher.eager,
+        top_up=top_up,
         max_starts=settings.extract_max_starts,
     )
     ids = claim.ids
@@ -105,14 +110,28 @@ def extract_routed(
     poison = {"dead": len(claim.dead), "set_aside": len(claim.set_aside)}
     if not ids:
         return ExtractSummary(extracted=0, failed=0, patterns=0, **poison)
+    owner = lease_owner  # str here, for the closure
+    refilled: list[int] = []  # claimed for retry rounds to ride with, released below
+
+    def claim_more(limit: int) -> list[int]:
+        taken = claim_queued(db, owner, limit, settings.extract_lease_s)
+        refilled.extend(taken)
+        return taken
+
     try:
-        summary = extract(interaction_ids=ids)
+        summary = extract(interaction_ids=ids, claim_more=claim_more if top_up else None)
     finally:
-        release(db, lease_owner, ids)
+        release(db, lease_owner, [*ids, *refilled])
     extra = sorted(set(ids) - {int(i) for i in interaction_ids})
     if extra:
         log.info("extract_batch_topped_up", own=len(ids) - len(extra), topped_up=len(extra))
-    return dataclasses.replace(summary, claimed=len(ids), topped_up=len(extra), **poison)
+    return dataclasses.replace(
+        summary,
+        claimed=len(ids) + len(refilled),
+        topped_up=len(extra),
+        refilled=len(refilled),
+        **poison,
+    )
 
 
 def publish_set_aside(
@@ -137,10 +156,16 @@ def extract_claimed(
     interaction_ids: Sequence[int],
     route: bool = True,
     claude_mode: ClaudeMode = ClaudeMode.SYNC,
+    claim_more: Callable[[int], Sequence[int]] | None = None,
 ) -> ExtractSummary:
     """Extract a batch: route it (``route=False``: it was routed already, extract all of it
     here), publish the Claude share, extract the rest on ``engine`` (the local model) in one
     call per attempt, then hand on what follows (:func:`after_extraction`).
+
+    ``claim_more(n)``: claims up to ``n`` more queued interactions (ids) for retry rounds to
+    ride with (:func:`pipeline.extract.batch.extract_batch`'s ``more``); they are routed (they
+    never were, whatever ``route`` says), their Claude share published and counted in
+    ``to_claude``, the rest extracted with the batch. The caller releases them.
 
     Under ``local_fallback``, interactions the local model failed go to Claude while the budget
     admits them (:func:`fallback_to_claude`).
@@ -153,10 +178,13 @@ def extract_claimed(
     claude_ids: list[int] = []
     if route:
         placement = place(db, settings, ids, TaskType.PATTERN_EXTRACTION)
-        ids, claude_ids, reasons = placement.local, placement.claude, placement.reasons
+        ids, claude_ids, reasons = placement.local, list(placement.claude), placement.reasons
         if claude_ids:
             dispatcher.claude(claude_ids, TaskType.PATTERN_EXTRACTION, claude_mode=claude_mode)
     fallback = settings.llm_strategy is Strategy.LOCAL_FALLBACK and route
+    more = None
+    if claim_more is not None:
+        more = _routed(db, settings, dispatcher, claim_more, claude_mode, to_claude=claude_ids)
     result = extract_batch(
         db=db,
         engine=engine,
@@ -164,6 +192,7 @@ def extract_claimed(
         interaction_ids=ids,
         route_reasons=reasons,
         keep_failures=fallback,
+        more=more,
     )
     if fallback and result.deferred:
         fallback_to_claude(db, settings, dispatcher, result, claude_mode)
@@ -175,6 +204,32 @@ def extract_claimed(
         patterns=len(result.pattern_ids),
         to_claude=len(claude_ids),
     )
+
+
+def _routed(
+    db: Database,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    claim_more: Callable[[int], Sequence[int]],
+    claude_mode: ClaudeMode,
+    *,
+    to_claude: list[int],
+) -> MoreWork:
+    """``claim_more`` as :func:`extract_batch`'s ``more``: what it claims (queued, never routed)
+    is routed, its Claude share published and appended to ``to_claude``."""
+
+    def more(limit: int) -> dict[int, str] | None:
+        ids = list(claim_more(limit))
+        if not ids:
+            return None
+        placement = place(db, settings, ids, TaskType.PATTERN_EXTRACTION)
+        if placement.claude:
+            dispatcher.claude(placement.claude, TaskType.PATTERN_EXTRACTION,
+                              claude_mode=claude_mode)  # fmt: skip
+            to_claude.extend(placement.claude)
+        return {iid: placement.reasons[iid] for iid in placement.local}
+
+    return more
 
 
 def after_extraction(
