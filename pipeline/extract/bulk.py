@@ -44,6 +44,7 @@ from pipeline.extract.write import (
     Provenance,
     Stored,
     Work,
+    new_edge,
     pattern_row,
     write_one,
 )
@@ -321,15 +322,7 @@ def _insert_edges(
             if key in edges:
                 accumulate_edge(edges[key], r.relationship.strength, r.relationship.confidence, 1)
                 continue
-            edges[key] = PatternRelationship(
-                project_id=project_id, source_pattern_id=r.source_id,
-                target_pattern_id=r.target_id, relationship_type=r.relationship.type,
-                strength=r.relationship.strength, confidence=r.relationship.confidence,
-                evidence={"source_title": r.relationship.source,
-                          "target_title": r.relationship.target},
-                extraction_method=source.method.value, extraction_model=source.model_name,
-                source_interaction_id=work.interaction_id, validation_count=0,
-            )  # fmt: skip
+            edges[key] = new_edge(project_id, work.interaction_id, r, source)
             new.append(edges[key])
     session.flush()  # the accumulated existing edges, one executemany
     if new:

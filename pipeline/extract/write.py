@@ -259,20 +259,24 @@ def _insert_relationships(
         if existing is not None:
             accumulate_edge(existing, r.relationship.strength, r.relationship.confidence, 1)
             continue
-        session.add(
-            PatternRelationship(
-                project_id=inter.project_id, source_pattern_id=r.source_id,
-                target_pattern_id=r.target_id, relationship_type=r.relationship.type,
-                strength=r.relationship.strength, confidence=r.relationship.confidence,
-                evidence={"source_title": r.relationship.source,
-                          "target_title": r.relationship.target},
-                extraction_method=source.method.value, extraction_model=source.model_name,
-                source_interaction_id=inter.id,
-            )
-        )  # fmt: skip
+        session.add(new_edge(inter.project_id, inter.id, r, source))
         new += 1
     session.flush()
     return new
+
+
+def new_edge(
+    project_id: uuid.UUID, interaction_id: int, r: ResolvedRelationship, source: Provenance
+) -> PatternRelationship:
+    """A new (transient) edge for resolved relationship ``r`` of an interaction, seen once."""
+    return PatternRelationship(
+        project_id=project_id, source_pattern_id=r.source_id,
+        target_pattern_id=r.target_id, relationship_type=r.relationship.type,
+        strength=r.relationship.strength, confidence=r.relationship.confidence,
+        evidence={"source_title": r.relationship.source, "target_title": r.relationship.target},
+        extraction_method=source.method.value, extraction_model=source.model_name,
+        source_interaction_id=interaction_id, validation_count=0,
+    )  # fmt: skip
 
 
 def _supersede(
