@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.model_server import ReplayProxy, free_port, start_vllm_server
-from support.processes import stop_group
+from support.model_server import ReplayProxy, start_vllm_server
+from support.processes import free_port, start_worker, stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -129,11 +129,7 @@ def test_run_20_deliveries_on_embedded_default(
 def _start_worker(
     env: dict[str, str], log: Path, preexec: Callable[[], None]
 ) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        [str(PATTERNS), "worker", "--role", "all"], env=env, stdout=out, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=preexec,
-    )  # fmt: skip
+    proc = start_worker(env, log, preexec, role="all")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -164,12 +160,9 @@ def test_distributed_run_matches_in_process_run(
             conn.execute(text(f"CREATE DATABASE {name} TEMPLATE patterns_template"))
     admin.dispose()
     data = _head(shared_corpus, tmp_path / "in.jsonl", 12)
-    # Both runs ask one real vLLM server through a proxy that answers a request it has seen with
-    # the same response. vLLM's greedy outputs follow the make-up of the batch a request runs in,
-    # and no two processes schedule alike: with the engine in each run's own process, the two
-    # runs' outputs (and then their patterns) still differed now and then (CI, stop 21: 2,928
-    # against 2,969 output tokens for the same 12 prompts). Identical answers to identical
-    # requests leave the runs' machinery as the only difference.
+    # Both runs ask one vLLM server through a ReplayProxy, so identical requests get identical
+    # answers. With the engine in each run's own process the outputs still differed now and then
+    # (CI, stop 21: 2,928 against 2,969 output tokens for the same 12 prompts).
     server, upstream = start_vllm_server(extract_model_path, tmp_path / "vllm.log", die_with_parent)
     try:
         with ReplayProxy(upstream) as proxy:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from support.faults import (
     wait_until,
     worker_env,
 )
-from support.processes import start_group, stop_group
+from support.processes import free_port, start_group, stop_group
 
 from pipeline.db.engine import ALL_PROJECTS, Database
 from pipeline.intake.outbox import publish_pending
@@ -44,17 +43,11 @@ N = 40
 BATCH = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """A private ``redis-server`` on loopback that keeps nothing (no RDB, no AOF)."""
 
     def __init__(self, folder: Path, preexec: Callable[[], None]) -> None:
-        self.port, self.folder, self.preexec = _free_port(), folder, preexec
+        self.port, self.folder, self.preexec = free_port(), folder, preexec
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

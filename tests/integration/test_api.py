@@ -568,14 +568,13 @@ def test_serve_command_on_loopback(
     """``patterns serve`` in a subprocess: health, a signed ping, a stored and queued delivery."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
     import time
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from support.processes import free_port
+
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATTERNS_")}
     env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, GITHUB_WEBHOOK_SECRET=SECRET,
                PATTERNS_DATA_DIR=str(tmp_path))  # fmt: skip

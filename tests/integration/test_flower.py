@@ -10,7 +10,6 @@ import json
 import os
 import shelve
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from support.processes import free_port
 
 from pipeline.settings import Settings
 from workers.app import make_celery
@@ -56,12 +56,6 @@ def test_published_message_has_redacted_headers_and_real_body(redis_url: str) ->
     assert kwargs == {}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _env(redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "FLOWER" not in k}
     return {**env, "REDIS_URL": redis_url, **extra}
@@ -73,7 +67,7 @@ def flower(
 ) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     """``(base url, state file, process)`` of a running ``patterns flower`` with user
     ``admin:pw``; terminated (SIGTERM) after the test if still running."""
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "state" / "flower.db"
     env = _env(
         redis_url,

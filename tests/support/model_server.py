@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from support.processes import start_group, stop_group
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on at the moment of the call."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.processes import free_port, start_group, stop_group
 
 
 def start_vllm_server(
